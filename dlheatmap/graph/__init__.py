@@ -1,0 +1,23 @@
+"""Model loading and graph handling: everything that needs only ``onnx``.
+
+``load_model`` reads and normalises an ONNX file; ``GraphInfo`` describes what dlheatmap needs
+to know about the graph (input layout, classification output, layers and their shapes);
+``extract_subgraph`` cuts the part of a graph that lies between two sets of tensors.
+"""
+
+from dlheatmap.graph.analysis import GraphInfo, ImageInput, LayerInfo, analyse, infer_shapes
+from dlheatmap.graph.loading import load_model, normalise
+from dlheatmap.graph.subgraph import extract_subgraph, tail_nodes, with_extra_outputs
+
+__all__ = [
+    "GraphInfo",
+    "ImageInput",
+    "LayerInfo",
+    "analyse",
+    "extract_subgraph",
+    "infer_shapes",
+    "load_model",
+    "normalise",
+    "tail_nodes",
+    "with_extra_outputs",
+]

@@ -1,0 +1,330 @@
+"""What dlheatmap needs to know about an ONNX graph.
+
+``analyse`` inspects a normalised graph once: the image input and its layout, the
+classification output and whether it ends in Softmax, the layers (nodes) with their HALCON
+kinds, parameter counts and consumers. Shapes depend on the input size and are computed on
+demand by ``infer_shapes``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from dlheatmap.graph.layers import layer_kind
+
+# Ops that only rearrange a tensor; looking through them from the output finds a final Softmax.
+_SHAPE_ONLY_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+_SOFTMAX_OPS = {"Softmax": "probabilities", "LogSoftmax": "log_probabilities"}
+_METADATA_CLASS_KEYS = ("class_names", "classes", "labels", "names", "class_labels")
+
+Shape = tuple  # entries are int, or None where unknown
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """The graph's image input."""
+
+    name: str
+    layout: str  # 'NCHW' or 'NHWC'
+    batch: int | None  # None: dynamic batch dimension
+    channels: int | None
+    height: int | None  # None: symbolic, taken from image_height
+    width: int | None
+    dtype: np.dtype
+
+    def dims(self, batch: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """The input shape for a batch of ``batch`` images of height x width."""
+        channels = self.channels or 3
+        if self.layout == "NHWC":
+            return (batch, height, width, channels)
+        return (batch, channels, height, width)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One ONNX node as a HALCON-style layer."""
+
+    index: int
+    name: str
+    op_type: str
+    kind: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    num_params: int
+    consumers: tuple[int, ...] = field(default=())
+
+    @property
+    def output(self) -> str:
+        return self.outputs[0]
+
+
+@dataclass
+class GraphInfo:
+    """Static facts about a normalised ONNX graph."""
+
+    model: onnx.ModelProto
+    layers: list[LayerInfo]
+    image_input: ImageInput | None
+    output_name: str | None
+    num_classes: int | None
+    model_type: str
+    output_kind: str  # 'logits', 'probabilities' or 'log_probabilities'
+    score_tensor: str | None  # tensor whose gradient explains a class: logit before Softmax
+    metadata_class_names: list[str] | None
+
+    @cached_property
+    def by_name(self) -> dict[str, LayerInfo]:
+        return {layer.name: layer for layer in self.layers}
+
+    @cached_property
+    def producer(self) -> dict[str, LayerInfo]:
+        return {out: layer for layer in self.layers for out in layer.outputs if out}
+
+    @cached_property
+    def consumers(self) -> dict[str, list[LayerInfo]]:
+        table: dict[str, list[LayerInfo]] = {}
+        for layer in self.layers:
+            for name in layer.inputs:
+                table.setdefault(name, []).append(layer)
+        return table
+
+    @cached_property
+    def initializer_names(self) -> frozenset[str]:
+        return frozenset(init.name for init in self.model.graph.initializer)
+
+    def fused_activation(self, conv: LayerInfo) -> LayerInfo | None:
+        """The ReLU directly after ``conv`` (through one BatchNormalization), if any.
+
+        ``Clip`` with a lower bound of 0 (ReLU6 and friends) counts as a ReLU, as HALCON's
+        ReLU layer has an optional upper bound.
+        """
+        step = self._single_consumer(conv.output)
+        if step is not None and step.op_type == "BatchNormalization":
+            step = self._single_consumer(step.output)
+        if step is not None and (step.op_type == "Relu" or self._is_relu_clip(step)):
+            return step
+        return None
+
+    def _single_consumer(self, tensor: str) -> LayerInfo | None:
+        users = self.consumers.get(tensor, [])
+        return users[0] if len(users) == 1 else None
+
+    def _is_relu_clip(self, layer: LayerInfo) -> bool:
+        if layer.op_type != "Clip":
+            return False
+        lower = _clip_min(self.model.graph, layer)
+        return lower is not None and lower == 0.0
+
+
+def analyse(model: onnx.ModelProto) -> GraphInfo:
+    """Inspect a normalised ONNX model."""
+    graph = model.graph
+    layers = _layers(graph)
+    image_input = _image_input(graph, layers)
+    outputs = list(graph.output)
+    output_name = outputs[0].name if len(outputs) == 1 else None
+    num_classes = _num_classes(outputs[0]) if len(outputs) == 1 else None
+    model_type = _model_type(graph, image_input, num_classes)
+    output_kind, score_tensor = _score(layers, output_name)
+    return GraphInfo(
+        model=model,
+        layers=layers,
+        image_input=image_input,
+        output_name=output_name,
+        num_classes=num_classes,
+        model_type=model_type,
+        output_kind=output_kind,
+        score_tensor=score_tensor,
+        metadata_class_names=_metadata_class_names(model, num_classes),
+    )
+
+
+def _layers(graph: onnx.GraphProto) -> list[LayerInfo]:
+    sizes = {
+        init.name: int(np.prod(init.dims)) if init.dims else 1
+        for init in graph.initializer
+        if init.data_type in _FLOAT_TYPES
+    }
+    consumers: dict[str, list[int]] = {}
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            consumers.setdefault(name, []).append(index)
+    layers = []
+    for index, node in enumerate(graph.node):
+        users = sorted({user for out in node.output for user in consumers.get(out, [])})
+        layers.append(
+            LayerInfo(
+                index=index,
+                name=node.name,
+                op_type=node.op_type,
+                kind=layer_kind(node.op_type),
+                inputs=tuple(node.input),
+                outputs=tuple(node.output),
+                num_params=sum(sizes.get(name, 0) for name in node.input),
+                consumers=tuple(users),
+            )
+        )
+    return layers
+
+
+_FLOAT_TYPES = frozenset(
+    {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+     onnx.TensorProto.BFLOAT16}
+)
+
+
+def _dims(value_info: onnx.ValueInfoProto) -> list[int | None] | None:
+    tensor_type = value_info.type.tensor_type
+    if not tensor_type.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
+
+
+def _image_input(graph: onnx.GraphProto, layers: list[LayerInfo]) -> ImageInput | None:
+    if len(graph.input) != 1:
+        return None
+    value_info = graph.input[0]
+    dims = _dims(value_info)
+    elem_type = value_info.type.tensor_type.elem_type
+    if dims is None or len(dims) != 4 or elem_type not in _FLOAT_TYPES:
+        return None
+    layout = _layout(value_info.name, dims, layers)
+    if layout == "NHWC":
+        batch, height, width, channels = dims
+    else:
+        batch, channels, height, width = dims
+    return ImageInput(
+        name=value_info.name,
+        layout=layout,
+        batch=batch,
+        channels=channels,
+        height=height,
+        width=width,
+        dtype=np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)),
+    )
+
+
+def _layout(input_name: str, dims: list[int | None], layers: list[LayerInfo]) -> str:
+    """NHWC when the graph transposes its input to NCHW first (tf2onnx) or the last axis is
+    clearly the channel axis; NCHW otherwise."""
+    for layer in layers:
+        if input_name in layer.inputs and layer.op_type == "Transpose":
+            return "NHWC"
+    channel_like = (1, 3, 4)
+    if dims[3] in channel_like and dims[1] not in channel_like:
+        return "NHWC"
+    return "NCHW"
+
+
+def _num_classes(output: onnx.ValueInfoProto) -> int | None:
+    dims = _dims(output)
+    if dims is None:
+        return None
+    if len(dims) == 2 or (len(dims) == 4 and dims[2:] == [1, 1]):
+        return dims[1]
+    return None
+
+
+def _model_type(
+    graph: onnx.GraphProto, image_input: ImageInput | None, num_classes: int | None
+) -> str:
+    """'classification' for one image input and one [batch, classes] output.
+
+    Other graphs keep a descriptive type so that the operators can refuse them clearly.
+    """
+    if image_input is None:
+        return "generic"
+    if len(graph.output) != 1:
+        return "detection"
+    if num_classes is not None:
+        return "classification"
+    dims = _dims(graph.output[0])
+    if dims is not None and len(dims) == 4:
+        return "segmentation"
+    return "generic"
+
+
+def _score(layers: list[LayerInfo], output_name: str | None) -> tuple[str, str | None]:
+    """Whether the output is logits or (log-)probabilities, and the tensor to differentiate."""
+    if output_name is None:
+        return "logits", None
+    producer = {out: layer for layer in layers for out in layer.outputs}
+    tensor = output_name
+    while tensor in producer:
+        layer = producer[tensor]
+        if layer.op_type in _SOFTMAX_OPS:
+            return _SOFTMAX_OPS[layer.op_type], layer.inputs[0]
+        if layer.op_type not in _SHAPE_ONLY_OPS:
+            break
+        tensor = layer.inputs[0]
+    return "logits", output_name
+
+
+def _clip_min(graph: onnx.GraphProto, layer: LayerInfo) -> float | None:
+    """The lower bound of a Clip node (attribute before opset 11, input after)."""
+    node = graph.node[layer.index]
+    for attr in node.attribute:
+        if attr.name == "min":
+            return float(attr.f)
+    if len(node.input) > 1 and node.input[1]:
+        for init in graph.initializer:
+            if init.name == node.input[1]:
+                return float(onnx.numpy_helper.to_array(init))
+    return None
+
+
+def _metadata_class_names(model: onnx.ModelProto, num_classes: int | None) -> list[str] | None:
+    """Class names stored in the file's metadata_props, if they match the class count."""
+    props = {prop.key.lower(): prop.value for prop in model.metadata_props}
+    for key in _METADATA_CLASS_KEYS:
+        if key in props:
+            names = _parse_names(props[key])
+            if names and (num_classes is None or len(names) == num_classes):
+                return names
+    return None
+
+
+def _parse_names(text: str) -> list[str] | None:
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            value = parse(text)
+        except (ValueError, SyntaxError):
+            continue
+        if isinstance(value, dict):
+            return [str(value[key]) for key in sorted(value)]
+        if isinstance(value, (list, tuple)):
+            return [str(item) for item in value]
+    parts = [part.strip() for part in text.replace("\n", ",").split(",")]
+    return [part for part in parts if part] or None
+
+
+def infer_shapes(model: onnx.ModelProto, input_dims: tuple[int, ...]) -> dict[str, Shape]:
+    """Shapes of all tensors for a concrete input shape, as far as ONNX can infer them."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    dims = fixed.graph.input[0].type.tensor_type.shape.dim
+    for dim, value in zip(dims, input_dims, strict=True):
+        dim.Clear()
+        dim.dim_value = value
+    for value_info in list(fixed.graph.value_info):
+        fixed.graph.value_info.remove(value_info)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
+    except Exception:  # shape inference is best effort; callers probe what stays unknown
+        inferred = fixed
+    shapes: dict[str, Shape] = {}
+    graph = inferred.graph
+    for value_info in [*graph.input, *graph.value_info, *graph.output]:
+        dims_ = _dims(value_info)
+        if dims_ is not None and all(d is not None for d in dims_):
+            shapes[value_info.name] = tuple(dims_)
+    for init in graph.initializer:
+        shapes[init.name] = tuple(init.dims)
+    return shapes

@@ -1,0 +1,152 @@
+"""Reading ONNX files and normalising their graphs.
+
+Exporters store weights in several ways that onnx2torch cannot all read: ``torch.onnx.export``
+deduplicates shared weights into ``Identity`` nodes over an initializer, paddle2onnx and others
+emit ``Constant`` nodes. Normalisation turns all of them into plain initializers, gives every
+node a stable unique name and leaves the computation untouched, so that onnxruntime, onnx2torch
+and the layer names shown in 'summary' all see the same graph.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import onnx
+from onnx import helper, numpy_helper
+
+from dlheatmap.errors import HOperatorError
+
+READ_ERROR = 7801
+
+# Constant attributes other than 'value' (opset 12+), converted to tensors.
+_SCALAR_CONSTANT_ATTRS = {
+    "value_float": onnx.TensorProto.FLOAT,
+    "value_floats": onnx.TensorProto.FLOAT,
+    "value_int": onnx.TensorProto.INT64,
+    "value_ints": onnx.TensorProto.INT64,
+}
+
+
+def load_model(path: str | os.PathLike, operator: str = "read_dl_model") -> onnx.ModelProto:
+    """Read an ONNX file and return its normalised graph.
+
+    Raises
+    ------
+    HOperatorError
+        7801 if the file is missing, empty, not ONNX, or fails ONNX's checker.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise HOperatorError(READ_ERROR, f"no such file: {path!r}", operator)
+    if os.path.getsize(path) == 0:
+        raise HOperatorError(READ_ERROR, f"file is empty: {path!r}", operator)
+    try:
+        model = onnx.load(path)
+    except Exception as exc:  # protobuf raises several unrelated types on garbage input
+        raise HOperatorError(READ_ERROR, f"not an ONNX model: {path!r} ({exc})", operator) from exc
+    if not model.graph.node:
+        raise HOperatorError(READ_ERROR, f"the ONNX graph in {path!r} has no nodes", operator)
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise HOperatorError(READ_ERROR, f"invalid ONNX model {path!r}: {exc}", operator) from exc
+    return normalise(model)
+
+
+def normalise(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Return a copy of ``model`` with stable node names and all weights as initializers."""
+    model = _copy(model)
+    graph = model.graph
+    _name_nodes(graph)
+    _fold_constants(graph)
+    _drop_initializer_inputs(graph)
+    _raise_ir_version(model)
+    return model
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
+
+
+def _name_nodes(graph: onnx.GraphProto) -> None:
+    """Give unnamed nodes ``<op_type>_<n>`` names and make duplicate names unique.
+
+    Names are generated in graph order from the file as read, so they are the same every time
+    the same file is loaded.
+    """
+    taken = Counter(node.name for node in graph.node if node.name)
+    seen: set[str] = set()
+    counters: Counter[str] = Counter()
+    for node in graph.node:
+        name = node.name
+        if not name or (taken[name] > 1 and name in seen):
+            stem = node.name or node.op_type.lower()
+            while True:
+                counters[stem] += 1
+                name = f"{stem}_{counters[stem]}"
+                if name not in taken and name not in seen:
+                    break
+            node.name = name
+        seen.add(name)
+
+
+def _fold_constants(graph: onnx.GraphProto) -> None:
+    """Turn Constant nodes and Identity-of-initializer nodes into initializers."""
+    initializers = {init.name: init for init in graph.initializer}
+    graph_outputs = {out.name for out in graph.output}
+    kept = []
+    for node in graph.node:
+        tensor = None
+        if node.op_type == "Constant" and node.output[0] not in graph_outputs:
+            tensor = _constant_tensor(node)
+        elif (
+            node.op_type == "Identity"
+            and node.input[0] in initializers
+            and node.output[0] not in graph_outputs
+        ):
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(initializers[node.input[0]])
+        if tensor is None:
+            kept.append(node)
+            continue
+        tensor.name = node.output[0]
+        graph.initializer.append(tensor)
+        initializers[tensor.name] = graph.initializer[-1]
+    del graph.node[:]
+    graph.node.extend(kept)
+
+
+def _constant_tensor(node: onnx.NodeProto) -> onnx.TensorProto | None:
+    for attr in node.attribute:
+        if attr.name == "value":
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(attr.t)
+            return tensor
+        if attr.name in _SCALAR_CONSTANT_ATTRS:
+            value = helper.get_attribute_value(attr)
+            dims = [len(value)] if isinstance(value, list) else []
+            values = value if isinstance(value, list) else [value]
+            return helper.make_tensor("", _SCALAR_CONSTANT_ATTRS[attr.name], dims, values)
+    return None  # sparse or string constants stay as nodes
+
+
+def _drop_initializer_inputs(graph: onnx.GraphProto) -> None:
+    """Old exporters (IR < 4) list every initializer as a graph input too; drop those."""
+    names = {init.name for init in graph.initializer}
+    real = [inp for inp in graph.input if inp.name not in names]
+    if len(real) != len(graph.input):
+        del graph.input[:]
+        graph.input.extend(real)
+
+
+def _raise_ir_version(model: onnx.ModelProto) -> None:
+    """IR 4 is the first version in which initializers need not be graph inputs."""
+    model.ir_version = max(model.ir_version, 4)
+
+
+def initializer_arrays(graph: onnx.GraphProto) -> dict[str, numpy_helper.np.ndarray]:
+    """All initializers of ``graph`` as numpy arrays, by name."""
+    return {init.name: numpy_helper.to_array(init) for init in graph.initializer}

@@ -1,0 +1,22 @@
+"""HALCON's operators, a thin validating layer over dlheatmap's core."""
+
+from dlheatmap.operators.heatmap_ops import gen_dl_model_heatmap, gen_dl_model_heatmap_s
+from dlheatmap.operators.model_ops import (
+    apply_dl_model,
+    clear_dl_model,
+    get_dl_model_param,
+    get_dl_model_param_s,
+    read_dl_model,
+    set_dl_model_param,
+)
+
+__all__ = [
+    "apply_dl_model",
+    "clear_dl_model",
+    "gen_dl_model_heatmap",
+    "gen_dl_model_heatmap_s",
+    "get_dl_model_param",
+    "get_dl_model_param_s",
+    "read_dl_model",
+    "set_dl_model_param",
+]

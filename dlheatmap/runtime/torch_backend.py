@@ -1,0 +1,173 @@
+"""The PyTorch side: converting ONNX (sub)graphs with onnx2torch and guided backpropagation.
+
+Imported only when a gradient is needed. onnx2torch imports torchvision at import time, only
+for two detection ops (NonMaxSuppression, RoiAlign); where torchvision is missing or broken,
+those two converters are left out and everything else works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import sys
+import types
+from collections.abc import Iterator
+from functools import lru_cache
+
+import onnx
+import torch
+from torch import nn
+
+from dlheatmap.errors import HOperatorError
+
+_TORCHVISION_CONVERTERS = ("nms", "roialign")
+
+
+def _torchvision_usable() -> bool:
+    try:
+        importlib.import_module("torchvision.ops")
+    except Exception:  # ImportError, or RuntimeError from a torchvision built for another torch
+        return False
+    return True
+
+
+@lru_cache(maxsize=1)
+def onnx2torch_api() -> types.SimpleNamespace:
+    """onnx2torch's ``convert`` and ``get_converter``, importable without torchvision."""
+    if "onnx2torch" not in sys.modules and not _torchvision_usable():
+        for name in _TORCHVISION_CONVERTERS:
+            stub = types.ModuleType(f"onnx2torch.node_converters.{name}")
+            stub.__all__ = []
+            sys.modules[stub.__name__] = stub
+    from onnx2torch import convert
+    from onnx2torch.node_converters import get_converter
+    from onnx2torch.node_converters.clip import OnnxClip
+
+    return types.SimpleNamespace(convert=convert, get_converter=get_converter, OnnxClip=OnnxClip)
+
+
+def convert(model: onnx.ModelProto, operator: str) -> torch.fx.GraphModule:
+    """Convert ``model`` to a frozen torch module in eval mode.
+
+    Raises
+    ------
+    HOperatorError
+        7801 naming the ONNX op and node that onnx2torch cannot convert.
+    """
+    api = onnx2torch_api()
+    _check_converters(model, api, operator)
+    try:
+        module = api.convert(model)
+    except Exception as exc:
+        raise HOperatorError(
+            7801, f"onnx2torch failed to convert the graph: {type(exc).__name__}: {exc}", operator
+        ) from exc
+    module.eval()
+    module.requires_grad_(False)
+    return module
+
+
+def _check_converters(model: onnx.ModelProto, api: types.SimpleNamespace, operator: str) -> None:
+    versions = {opset.domain: opset.version for opset in model.opset_import}
+    for node in model.graph.node:
+        try:
+            api.get_converter(
+                domain=node.domain, operation_type=node.op_type, version=versions[node.domain]
+            )
+        except (NotImplementedError, KeyError) as exc:
+            raise HOperatorError(
+                7801,
+                f"onnx2torch has no converter for op {node.op_type!r} "
+                f"(opset {versions.get(node.domain)}) used by node {node.name!r}; gradients "
+                "cannot be computed through it",
+                operator,
+            ) from exc
+
+
+# --- guided backpropagation --------------------------------------------------------------
+
+
+class Guide:
+    """Per-call switch for guided backpropagation.
+
+    Captured by every guidable ReLU during the forward pass, read during the backward pass:
+    one forward pass serves a plain backward (Grad-CAM) and then a guided one.
+    """
+
+    __slots__ = ("guided",)
+
+    def __init__(self) -> None:
+        self.guided = False
+
+
+_ACTIVE_GUIDE: contextvars.ContextVar[Guide | None] = contextvars.ContextVar(
+    "dlheatmap_guide", default=None
+)
+
+
+@contextlib.contextmanager
+def guiding(guide: Guide) -> Iterator[Guide]:
+    """Make forward passes on this thread record ReLUs for ``guide``."""
+    token = _ACTIVE_GUIDE.set(guide)
+    try:
+        yield guide
+    finally:
+        _ACTIVE_GUIDE.reset(token)
+
+
+class _GuidableClamp(torch.autograd.Function):
+    """clamp(x, 0, upper) whose backward passes only positive gradients when guided."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, upper: float | None, guide: Guide) -> torch.Tensor:
+        passes = x > 0 if upper is None else (x > 0) & (x < upper)
+        ctx.save_for_backward(passes)
+        ctx.guide = guide
+        return torch.clamp(x, min=0.0, max=upper)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (passes,) = ctx.saved_tensors
+        grad = grad * passes
+        if ctx.guide.guided:
+            grad = grad.clamp(min=0.0)
+        return grad, None, None
+
+
+class GuidableReLU(nn.Module):
+    """ReLU (``upper`` None), ReLU6 or Clip(0, upper) that guided backpropagation can steer."""
+
+    def __init__(self, upper: float | None = None):
+        super().__init__()
+        self.upper = upper
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        guide = _ACTIVE_GUIDE.get()
+        if guide is None or not torch.is_grad_enabled():
+            return torch.clamp(x, min=0.0, max=self.upper)
+        return _GuidableClamp.apply(x, self.upper, guide)
+
+
+def make_guidable(module: nn.Module) -> int:
+    """Replace ReLU, ReLU6 and Clip(0, x) submodules by ``GuidableReLU``; return how many."""
+    clip_type = onnx2torch_api().OnnxClip
+    replaced = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            upper = _relu_upper_bound(child, clip_type)
+            if upper is not False:
+                setattr(parent, name, GuidableReLU(upper))
+                replaced += 1
+    return replaced
+
+
+def _relu_upper_bound(module: nn.Module, clip_type: type) -> float | bool | None:
+    """The upper bound of a ReLU-like module (None: unbounded), or False if it is not one."""
+    if type(module) is nn.ReLU:
+        return None
+    if type(module) is nn.ReLU6:
+        return 6.0
+    if isinstance(module, clip_type) and module.min_val == 0:
+        return None if module.max_val is None else float(module.max_val)
+    return False

@@ -1,0 +1,78 @@
+"""HALCON samples (plain dicts) to batches of images, with HALCON's validation codes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from dlheatmap.errors import HOperatorError, wrong_count, wrong_type, wrong_value
+from dlheatmap.params import ModelParams
+
+INPUTS_MISSING = 7783
+
+
+def as_sample_list(samples: Any, operator: str, position: int) -> list[Mapping]:
+    """One dict or a sequence of dicts, as a list of dicts."""
+    if isinstance(samples, Mapping):
+        return [samples]
+    if not isinstance(samples, Sequence) or isinstance(samples, (str, bytes)):
+        raise wrong_type(
+            position, f"samples must be a dict or a sequence of dicts, got {_kind(samples)}",
+            operator)
+    if len(samples) == 0:
+        raise wrong_count(position, "no samples given", operator)
+    for index, sample in enumerate(samples):
+        if not isinstance(sample, Mapping):
+            raise wrong_type(
+                position, f"sample {index} is {_kind(sample)}, not a dict", operator)
+    return list(samples)
+
+
+def images_from_samples(
+    samples: list[Mapping], params: ModelParams, operator: str, position: int
+) -> np.ndarray:
+    """Stack the samples' images into one new N x H x W x C float32 array.
+
+    Images must be real-valued numpy arrays of image_height x image_width (x channels),
+    finite everywhere. The samples themselves are never modified.
+    """
+    expected = (params.image_height, params.image_width, params.image_num_channels)
+    batch = np.empty((len(samples), *expected), np.float32)
+    for index, sample in enumerate(samples):
+        batch[index] = _image(sample, index, expected, operator, position)
+    return batch
+
+
+def _image(sample: Mapping, index: int, expected: tuple, operator: str, position: int):
+    if "image" not in sample:
+        raise HOperatorError(INPUTS_MISSING, f"sample {index} has no 'image' entry", operator)
+    image = sample["image"]
+    if not isinstance(image, np.ndarray):
+        raise wrong_type(
+            position, f"sample {index}: 'image' must be a numpy array, got {_kind(image)}",
+            operator)
+    if not np.issubdtype(image.dtype, np.floating):
+        raise wrong_value(
+            position,
+            f"sample {index}: image type {image.dtype} is not real; convert it "
+            "(preprocess_dl_samples does) to float32",
+            operator,
+        )
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape != expected:
+        raise wrong_value(
+            position,
+            f"sample {index}: image of shape {image.shape} does not match the model's "
+            f"height x width x channels {expected}",
+            operator,
+        )
+    if not np.isfinite(image).all():
+        raise wrong_value(position, f"sample {index}: image contains NaN or Inf", operator)
+    return image
+
+
+def _kind(value: Any) -> str:
+    return type(value).__name__

@@ -1,0 +1,29 @@
+"""Shared fixtures: models are built by tests/models.py (cached on disk), never downloaded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dlheatmap as dl
+from tests import models
+
+
+@pytest.fixture(scope="session")
+def tiny_path():
+    return models.tiny_cnn()
+
+
+@pytest.fixture
+def tiny(tiny_path):
+    """A fresh handle on the tiny CNN (3 x 32 x 32, 4 classes, dynamic batch)."""
+    return dl.read_dl_model(tiny_path)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def random_images(rng, count: int, height: int, width: int, channels: int) -> np.ndarray:
+    return rng.standard_normal((count, height, width, channels)).astype(np.float32)
