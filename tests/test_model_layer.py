@@ -123,7 +123,8 @@ class Block:
 sys.meta_path.insert(0, Block())
 import numpy as np, dlheatmap as dl
 m = dl.read_dl_model({str(tiny_path)!r})
-r = dl.gen_dl_model_heatmap_s(m, {{'image': np.ones((32, 32, 3), np.float32)}}, 'guided_grad_cam', [], None)
+sample = {{'image': np.ones((32, 32, 3), np.float32)}}
+r = dl.gen_dl_model_heatmap_s(m, sample, 'guided_grad_cam', [], None)
 assert 'torchvision' not in sys.modules
 print('ok', sorted(r))
 """
