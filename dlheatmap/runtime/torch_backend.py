@@ -116,27 +116,49 @@ def guiding(guide: Guide) -> Iterator[Guide]:
         _ACTIVE_GUIDE.reset(token)
 
 
-class _GuidableClamp(torch.autograd.Function):
-    """clamp(x, 0, upper) whose backward passes only positive gradients when guided."""
+class _GuidableReLUFunction(torch.autograd.Function):
+    """relu(x) whose backward passes only positive gradients when guided."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, upper: float | None, guide: Guide) -> torch.Tensor:
-        passes = x > 0 if upper is None else (x > 0) & (x < upper)
-        ctx.save_for_backward(passes)
+    def forward(ctx, x: torch.Tensor, guide: Guide) -> torch.Tensor:
+        y = torch.relu(x)
+        ctx.save_for_backward(y)
         ctx.guide = guide
-        return torch.clamp(x, min=0.0, max=upper)
+        return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (passes,) = ctx.saved_tensors
-        grad = grad * passes
+        (y,) = ctx.saved_tensors
+        grad = torch.ops.aten.threshold_backward(grad, y, 0)  # torch's own ReLU backward
         if ctx.guide.guided:
-            grad = grad.clamp(min=0.0)
+            grad = grad.clamp_(min=0.0)
+        return grad, None
+
+
+class _GuidableClampFunction(torch.autograd.Function):
+    """clamp(x, 0, upper) (ReLU6 and friends) whose backward can be guided likewise."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, upper: float, guide: Guide) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.upper = upper
+        ctx.guide = guide
+        return torch.nn.functional.hardtanh(x, 0.0, upper)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        grad = torch.ops.aten.hardtanh_backward(grad, x, 0.0, ctx.upper)
+        if ctx.guide.guided:
+            grad = grad.clamp_(min=0.0)
         return grad, None, None
 
 
 class GuidableReLU(nn.Module):
-    """ReLU (``upper`` None), ReLU6 or Clip(0, upper) that guided backpropagation can steer."""
+    """ReLU (``upper`` None), ReLU6 or Clip(0, upper) that guided backpropagation can steer.
+
+    Outside a :func:`guiding` block, or without autograd, it is the plain activation.
+    """
 
     def __init__(self, upper: float | None = None):
         super().__init__()
@@ -145,8 +167,11 @@ class GuidableReLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         guide = _ACTIVE_GUIDE.get()
         if guide is None or not torch.is_grad_enabled():
-            return torch.clamp(x, min=0.0, max=self.upper)
-        return _GuidableClamp.apply(x, self.upper, guide)
+            return torch.relu(x) if self.upper is None else \
+                torch.nn.functional.hardtanh(x, 0.0, self.upper)
+        if self.upper is None:
+            return _GuidableReLUFunction.apply(x, guide)
+        return _GuidableClampFunction.apply(x, self.upper, guide)
 
 
 def make_guidable(module: nn.Module) -> int:
