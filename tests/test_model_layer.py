@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import onnx
 import onnxruntime as ort
-import pytest
 
 import dlheatmap as dl
 from tests import models
@@ -148,12 +147,27 @@ print('torch' in sys.modules)
     assert done.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("value", ["gpu", "cpu"])
-def test_runtime_gpu_falls_back_to_cpu(tiny, rng, value):
-    dl.set_dl_model_param(tiny, "runtime", value)
-    image = random_images(rng, 1, 32, 32, 3)[0]
+def test_runtime_gpu_falls_back_to_cpu(tiny_path, rng):
+    """runtime 'gpu' without a usable GPU warns once per call and gives the CPU's results."""
     import warnings
-    with warnings.catch_warnings(record=True):
+
+    from dlheatmap.runtime.devices import GPUFallbackWarning, resolve_device
+
+    samples = [{"image": image} for image in random_images(rng, 2, 32, 32, 3)]
+    cpu = dl.read_dl_model(tiny_path)
+    gpu = dl.read_dl_model(tiny_path)
+    dl.set_dl_model_param(gpu, "runtime", "gpu")
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        (result,) = dl.apply_dl_model(tiny, {"image": image}, [])
-    assert len(result["classification_class_ids"]) == 4
+        usable = resolve_device("gpu").kind == "gpu"
+        on_gpu = dl.gen_dl_model_heatmap(gpu, samples, "grad_cam", [], None)
+        applied = dl.apply_dl_model(gpu, samples, [])
+    fallbacks = [w for w in caught if issubclass(w.category, GPUFallbackWarning)]
+    assert bool(fallbacks) == (not usable)
+    on_cpu = dl.gen_dl_model_heatmap(cpu, samples, "grad_cam", [], None)
+    tolerance = 1e-4 if usable else 0.0
+    for a, b, c in zip(on_gpu, on_cpu, applied, strict=True):
+        assert a["classification_class_ids"] == b["classification_class_ids"]
+        assert c["classification_class_ids"] == b["classification_class_ids"]
+        (ha,), (hb,) = a["heatmap_grad_cam"].values(), b["heatmap_grad_cam"].values()
+        np.testing.assert_allclose(ha, hb, atol=tolerance)
