@@ -53,8 +53,14 @@ class Model:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, operator: str = "read_dl_model") -> Model:
-        """Read and normalise an ONNX file."""
-        return cls(load_model(path, operator), source=os.fspath(path))
+        """Read and normalise an ONNX file.
+
+        The CPU inference session is built here, so that a graph onnxruntime cannot load fails
+        at read time (7801, naming the op and node) and not at the first apply_dl_model.
+        """
+        model = cls(load_model(path, operator), source=os.fspath(path))
+        model.session((), Device("cpu"), operator)
+        return model
 
     def __repr__(self) -> str:
         return f"<dlheatmap.Model {self.info.model_type} from {self.source or 'memory'}>"
@@ -86,28 +92,23 @@ class Model:
         if self._cleared:
             raise HOperatorError(UNKNOWN_HANDLE, "the model handle was cleared", operator)
 
-    @property
-    def device(self) -> Device:
-        params = self.params
+    def device_for(self, params: ModelParams) -> Device:
+        """Where a call with parameters ``params`` runs (a call's snapshot, not live state)."""
         return resolve_device(params.runtime, params.gpu)
 
     # --- caches --------------------------------------------------------------------------
 
     def cached(self, key: tuple, factory: Callable[[], T]) -> T:
         """The cached object for ``key``, built once by ``factory`` (least recently used out)."""
-        try:
-            value = self._cache[key]
-        except KeyError:
-            pass
-        else:
-            return value
         with self._lock:
             self.ensure_usable()
-            if key not in self._cache:
-                self._cache[key] = factory()
-                while len(self._cache) > _CACHE_SIZE:
-                    self._cache.popitem(last=False)
-            return self._cache[key]
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            value = self._cache[key] = factory()
+            while len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
+            return value
 
     # --- graph facts at the current input size --------------------------------------------
 
@@ -169,11 +170,13 @@ class Model:
 
     # --- forward pass with onnxruntime ----------------------------------------------------
 
-    def session(self, extra_outputs: tuple[str, ...], device: Device):
+    def session(
+        self, extra_outputs: tuple[str, ...], device: Device, operator: str = "apply_dl_model"
+    ):
         """An onnxruntime session returning the model output and ``extra_outputs``."""
         def build():
             graph = with_extra_outputs(self.info.model, extra_outputs)
-            return make_session(graph, device, "apply_dl_model")
+            return make_session(graph, device, operator)
 
         return self.cached(("ort", extra_outputs, device), build)
 
@@ -194,7 +197,7 @@ class Model:
         self, images: np.ndarray, extra_outputs: tuple[str, ...] = (), device: Device | None = None
     ) -> list[np.ndarray]:
         """Run one batch: returns [model output, *extra_outputs] for N x H x W x C images."""
-        device = device or self.device
+        device = device or self.device_for(self.params)
         session = self.session(tuple(extra_outputs), device)
         names = [self.info.output_name, *extra_outputs]
         feed = {self.info.image_input.name: self.to_model_layout(images)}

@@ -5,7 +5,14 @@ to know about the graph (input layout, classification output, layers and their s
 ``extract_subgraph`` cuts the part of a graph that lies between two sets of tensors.
 """
 
-from dlheatmap.graph.analysis import GraphInfo, ImageInput, LayerInfo, analyse, infer_shapes
+from dlheatmap.graph.analysis import (
+    GraphInfo,
+    ImageInput,
+    LayerInfo,
+    analyse,
+    infer_shapes,
+    undefined_ops,
+)
 from dlheatmap.graph.loading import load_model, normalise
 from dlheatmap.graph.subgraph import extract_subgraph, tail_nodes, with_extra_outputs
 
@@ -19,5 +26,6 @@ __all__ = [
     "load_model",
     "normalise",
     "tail_nodes",
+    "undefined_ops",
     "with_extra_outputs",
 ]

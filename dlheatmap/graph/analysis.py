@@ -99,6 +99,23 @@ class GraphInfo:
     def initializer_names(self) -> frozenset[str]:
         return frozenset(init.name for init in self.model.graph.initializer)
 
+    @cached_property
+    def value_types(self) -> dict[str, onnx.TypeProto]:
+        """Tensor types as ONNX infers them from the graph's own input shape.
+
+        Dimensions that the file fixes (channel counts, and spatial sizes where the input's are
+        fixed) are concrete; those that follow a symbolic input dimension stay symbolic. Graphs
+        cut from this one take their input types from here, so that converters which read a
+        static size (onnx2torch's LayerNormalization does) see it.
+        """
+        try:
+            inferred = onnx.shape_inference.infer_shapes(self.model, strict_mode=False)
+        except Exception:  # best effort, as in infer_shapes below
+            inferred = self.model
+        graph = inferred.graph
+        return {info.name: info.type for info in [*graph.input, *graph.value_info, *graph.output]
+                if info.type.HasField("tensor_type")}
+
     def fused_activation(self, conv: LayerInfo) -> LayerInfo | None:
         """The ReLU directly after ``conv`` (through one BatchNormalization), if any.
 
@@ -130,8 +147,9 @@ def analyse(model: onnx.ModelProto) -> GraphInfo:
     image_input = _image_input(graph, layers)
     outputs = list(graph.output)
     output_name = outputs[0].name if len(outputs) == 1 else None
-    num_classes = _num_classes(outputs[0]) if len(outputs) == 1 else None
-    model_type = _model_type(graph, image_input, num_classes)
+    output_dims = _output_dims(model, image_input) if len(outputs) == 1 else None
+    num_classes = _num_classes(output_dims)
+    model_type = _model_type(image_input, len(outputs), output_dims, num_classes)
     output_kind, score_tensor = _score(layers, output_name)
     return GraphInfo(
         model=model,
@@ -184,7 +202,11 @@ def _dims(value_info: onnx.ValueInfoProto) -> list[int | None] | None:
     tensor_type = value_info.type.tensor_type
     if not tensor_type.HasField("shape"):
         return None
-    return [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
+    # paddle2onnx and others write -1 (or 0) for a dynamic dimension instead of a dim_param.
+    return [
+        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+        for d in tensor_type.shape.dim
+    ]
 
 
 def _image_input(graph: onnx.GraphProto, layers: list[LayerInfo]) -> ImageInput | None:
@@ -195,7 +217,7 @@ def _image_input(graph: onnx.GraphProto, layers: list[LayerInfo]) -> ImageInput 
     elem_type = value_info.type.tensor_type.elem_type
     if dims is None or len(dims) != 4 or elem_type not in _FLOAT_TYPES:
         return None
-    layout = _layout(value_info.name, dims, layers)
+    layout = _layout(graph, value_info.name, dims, layers)
     if layout == "NHWC":
         batch, height, width, channels = dims
     else:
@@ -211,20 +233,64 @@ def _image_input(graph: onnx.GraphProto, layers: list[LayerInfo]) -> ImageInput 
     )
 
 
-def _layout(input_name: str, dims: list[int | None], layers: list[LayerInfo]) -> str:
-    """NHWC when the graph transposes its input to NCHW first (tf2onnx) or the last axis is
-    clearly the channel axis; NCHW otherwise."""
+# Ops that keep an image tensor's layout; tf2onnx and Keras put normalisation (Cast, Sub, Div)
+# in front of the NHWC -> NCHW Transpose.
+_LAYOUT_PRESERVING_OPS = frozenset({
+    "Cast", "Identity", "Add", "Sub", "Mul", "Div", "Clip", "Relu", "Neg", "Abs", "Sqrt",
+})
+_NHWC_TO_NCHW = [0, 3, 1, 2]
+
+
+def _layout(
+    graph: onnx.GraphProto, input_name: str, dims: list[int | None], layers: list[LayerInfo]
+) -> str:
+    """NHWC when the input reaches a Transpose to NCHW through element-wise ops only (tf2onnx,
+    Keras preprocessing), or when its last axis is clearly the channel axis; NCHW otherwise."""
+    consumers: dict[str, list[LayerInfo]] = {}
     for layer in layers:
-        if input_name in layer.inputs and layer.op_type == "Transpose":
-            return "NHWC"
+        for name in layer.inputs:
+            consumers.setdefault(name, []).append(layer)
+    frontier, seen = [input_name], set()
+    while frontier:
+        for layer in consumers.get(frontier.pop(), []):
+            if layer.index in seen:
+                continue
+            seen.add(layer.index)
+            if layer.op_type == "Transpose":
+                if _perm(graph.node[layer.index]) == _NHWC_TO_NCHW:
+                    return "NHWC"
+            elif layer.op_type in _LAYOUT_PRESERVING_OPS:
+                frontier.append(layer.output)
     channel_like = (1, 3, 4)
     if dims[3] in channel_like and dims[1] not in channel_like:
         return "NHWC"
     return "NCHW"
 
 
-def _num_classes(output: onnx.ValueInfoProto) -> int | None:
-    dims = _dims(output)
+def _perm(node: onnx.NodeProto) -> list[int] | None:
+    for attr in node.attribute:
+        if attr.name == "perm":
+            return list(attr.ints)
+    return None
+
+
+def _output_dims(model: onnx.ModelProto, image_input: ImageInput | None) -> list | None:
+    """The single output's dimensions; where the file leaves any but the batch dimension
+    unknown, as inferred for one image at the input's own size (224 x 224 where that is
+    symbolic)."""
+    dims = _dims(model.graph.output[0])
+    if dims is not None and len(dims) >= 2 and None not in dims[1:]:
+        return dims
+    if image_input is None:
+        return dims
+    size = (image_input.height or 224, image_input.width or 224)
+    name = model.graph.output[0].name
+    inferred = infer_shapes(model, image_input.dims(1, *size)).get(name)
+    return list(inferred) if inferred is not None else dims
+
+
+def _num_classes(dims: list | None) -> int | None:
+    """Classes of a [batch, classes] or [batch, classes, 1, 1] output."""
     if dims is None:
         return None
     if len(dims) == 2 or (len(dims) == 4 and dims[2:] == [1, 1]):
@@ -233,7 +299,8 @@ def _num_classes(output: onnx.ValueInfoProto) -> int | None:
 
 
 def _model_type(
-    graph: onnx.GraphProto, image_input: ImageInput | None, num_classes: int | None
+    image_input: ImageInput | None, num_outputs: int, output_dims: list | None,
+    num_classes: int | None,
 ) -> str:
     """'classification' for one image input and one [batch, classes] output.
 
@@ -241,12 +308,11 @@ def _model_type(
     """
     if image_input is None:
         return "generic"
-    if len(graph.output) != 1:
+    if num_outputs != 1:
         return "detection"
     if num_classes is not None:
         return "classification"
-    dims = _dims(graph.output[0])
-    if dims is not None and len(dims) == 4:
+    if output_dims is not None and len(output_dims) == 4:
         return "segmentation"
     return "generic"
 
@@ -278,6 +344,21 @@ def _clip_min(graph: onnx.GraphProto, layer: LayerInfo) -> float | None:
             if init.name == node.input[1]:
                 return float(onnx.numpy_helper.to_array(init))
     return None
+
+
+def undefined_ops(model: onnx.ModelProto) -> str:
+    """A sentence naming the nodes whose op ONNX does not define (custom domains, typos), for
+    error messages when onnxruntime cannot load a graph; '' if there are none."""
+    versions = {opset.domain: opset.version for opset in model.opset_import}
+    unknown = []
+    for node in model.graph.node:
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        if not onnx.defs.has(node.op_type, domain):
+            label = f"{domain}:{node.op_type}" if domain else node.op_type
+            unknown.append(f"op {label!r} (opset {versions.get(domain)}) in node {node.name!r}")
+    if not unknown:
+        return ""
+    return "; ops ONNX does not define: " + ", ".join(unknown)
 
 
 def _metadata_class_names(model: onnx.ModelProto, num_classes: int | None) -> list[str] | None:

@@ -61,6 +61,7 @@ def normalise(model: onnx.ModelProto) -> onnx.ModelProto:
     _name_nodes(graph)
     _fold_constants(graph)
     _drop_initializer_inputs(graph)
+    _drop_inert_allowzero(graph)
     _raise_ir_version(model)
     return model
 
@@ -140,6 +141,24 @@ def _drop_initializer_inputs(graph: onnx.GraphProto) -> None:
     if len(real) != len(graph.input):
         del graph.input[:]
         graph.input.extend(real)
+
+
+def _drop_inert_allowzero(graph: onnx.GraphProto) -> None:
+    """Remove ``allowzero=1`` from Reshapes whose constant target shape has no 0 in it.
+
+    The dynamo exporter writes it on every Reshape; it only changes what a 0 in the target
+    shape means, so without a 0 it is inert, and onnx2torch refuses Reshapes that carry it.
+    """
+    shapes = {init.name: init for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in shapes:
+            continue
+        if 0 in numpy_helper.to_array(shapes[node.input[1]]).tolist():
+            continue
+        kept = [a for a in node.attribute if not (a.name == "allowzero" and a.i == 1)]
+        if len(kept) != len(node.attribute):
+            del node.attribute[:]
+            node.attribute.extend(kept)
 
 
 def _raise_ir_version(model: onnx.ModelProto) -> None:

@@ -19,6 +19,10 @@ from dlheatmap.graph.analysis import GraphInfo, LayerInfo
 def tail_nodes(info: GraphInfo, start: str, end: str) -> tuple[list[LayerInfo], list[str]]:
     """Nodes on a path from tensor ``start`` to tensor ``end``, and their outside inputs.
 
+    Nodes that compute a constant (a ``Cast`` of an initializer feeding a ``Concat`` that
+    builds a ``Reshape`` target, as paddle2onnx writes) are included when the path needs them,
+    so that a graph cut at the model input has no outside inputs at all.
+
     Returns
     -------
     nodes : list of LayerInfo
@@ -27,7 +31,7 @@ def tail_nodes(info: GraphInfo, start: str, end: str) -> tuple[list[LayerInfo], 
         Tensors that the nodes read which are neither ``start``, produced by the nodes, nor
         initializers, in order of first use.
     """
-    downstream = _reachable_forward(info, start)
+    downstream = _reachable_forward(info, start) | _constant_nodes(info)
     upstream = _reachable_backward(info, end)
     nodes = [layer for layer in info.layers if layer.index in downstream & upstream]
     produced = {out for layer in nodes for out in layer.outputs}
@@ -56,6 +60,17 @@ def _reachable_forward(info: GraphInfo, tensor: str) -> set[int]:
     return seen
 
 
+def _constant_nodes(info: GraphInfo) -> set[int]:
+    """Nodes whose inputs are all initializers or outputs of other constant nodes."""
+    constant_tensors = set(info.initializer_names) | {""}  # "" marks an omitted optional input
+    constant: set[int] = set()
+    for layer in info.layers:  # graph order is topological
+        if all(name in constant_tensors for name in layer.inputs):
+            constant.add(layer.index)
+            constant_tensors.update(layer.outputs)
+    return constant
+
+
 def _reachable_backward(info: GraphInfo, tensor: str) -> set[int]:
     seen: set[int] = set()
     frontier = [tensor]
@@ -79,7 +94,9 @@ def extract_subgraph(
     Parameters
     ----------
     inputs
-        Tensor name -> (rank, ONNX element type). Every dimension is left symbolic.
+        Tensor name -> (rank, ONNX element type). Where the source graph fixes a dimension
+        other than the batch dimension (a channel count, say), the input keeps it, and the
+        element type is the inferred one; every other dimension is symbolic.
     outputs
         Names of the tensors to return, in order.
     """
@@ -88,14 +105,27 @@ def extract_subgraph(
     used = {name for node in node_protos for name in node.input}
     initializers = [init for init in source.initializer if init.name in used]
     input_infos = [
-        helper.make_tensor_value_info(tensor, elem_type, [f"d{i}" for i in range(rank)])
-        for tensor, (rank, elem_type) in inputs.items()
+        _input_info(info, tensor, rank, elem_type) for tensor, (rank, elem_type) in inputs.items()
     ]
     output_infos = [helper.make_empty_tensor_value_info(tensor) for tensor in outputs]
     graph = helper.make_graph(node_protos, name, input_infos, output_infos, initializers)
     model = helper.make_model(graph, opset_imports=list(info.model.opset_import))
     model.ir_version = info.model.ir_version
     return model
+
+
+def _input_info(
+    info: GraphInfo, tensor: str, rank: int, elem_type: int
+) -> onnx.ValueInfoProto:
+    dims: list[int | str] = [f"{tensor}_d{i}" for i in range(rank)]
+    dims[0] = "batch"
+    known = info.value_types.get(tensor)
+    if known is not None and len(known.tensor_type.shape.dim) == rank:
+        for i, dim in enumerate(known.tensor_type.shape.dim[1:], start=1):
+            if dim.HasField("dim_value") and dim.dim_value > 0:
+                dims[i] = dim.dim_value
+        elem_type = known.tensor_type.elem_type or elem_type
+    return helper.make_tensor_value_info(tensor, elem_type, dims)
 
 
 def with_extra_outputs(model: onnx.ModelProto, tensors: Iterable[str]) -> onnx.ModelProto:

@@ -6,6 +6,7 @@ import onnx
 import onnxruntime as ort
 
 from dlheatmap.errors import HOperatorError
+from dlheatmap.graph import undefined_ops
 from dlheatmap.runtime.devices import Device
 
 
@@ -18,10 +19,15 @@ def make_session(model: onnx.ModelProto, device: Device, operator: str) -> ort.I
         7801 if onnxruntime cannot load the graph (unsupported op, broken graph).
     """
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # keep onnxruntime's own warnings out of users' logs
+    options.log_severity_level = 4  # failures surface as HOperatorError, not as log lines
+    # onnxruntime's worker threads busy-wait after each run; on few cores they would starve
+    # the torch threads that run the backward pass right after it.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(
             model.SerializeToString(), sess_options=options, providers=device.ort_providers
         )
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise HOperatorError(7801, f"onnxruntime cannot run this graph: {exc}", operator) from exc
+        raise HOperatorError(
+            7801, f"onnxruntime cannot run this graph: {exc}{undefined_ops(model)}", operator
+        ) from exc

@@ -41,10 +41,18 @@ def onnx2torch_api() -> types.SimpleNamespace:
             stub.__all__ = []
             sys.modules[stub.__name__] = stub
     from onnx2torch import convert
-    from onnx2torch.node_converters import get_converter
+    from onnx2torch.node_converters import add_converter, get_converter
     from onnx2torch.node_converters.clip import OnnxClip
+    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY
+    from onnx2torch.onnx_graph import OnnxGraph
+    from onnx2torch.utils.safe_shape_inference import safe_shape_inference
 
-    return types.SimpleNamespace(convert=convert, get_converter=get_converter, OnnxClip=OnnxClip)
+    from dlheatmap.runtime.converters import register
+
+    register(add_converter, _CONVERTER_REGISTRY)
+    return types.SimpleNamespace(
+        convert=convert, get_converter=get_converter, OnnxClip=OnnxClip, OnnxGraph=OnnxGraph,
+        shape_inference=safe_shape_inference)
 
 
 def convert(model: onnx.ModelProto, operator: str) -> torch.fx.GraphModule:
@@ -60,9 +68,7 @@ def convert(model: onnx.ModelProto, operator: str) -> torch.fx.GraphModule:
     try:
         module = api.convert(model)
     except Exception as exc:
-        raise HOperatorError(
-            7801, f"onnx2torch failed to convert the graph: {type(exc).__name__}: {exc}", operator
-        ) from exc
+        raise HOperatorError(7801, _conversion_failure(model, api, exc), operator) from exc
     module.eval()
     module.requires_grad_(False)
     return module
@@ -83,6 +89,29 @@ def _check_converters(model: onnx.ModelProto, api: types.SimpleNamespace, operat
                 "cannot be computed through it",
                 operator,
             ) from exc
+
+
+def _conversion_failure(model: onnx.ModelProto, api: types.SimpleNamespace, exc: Exception) -> str:
+    """A message naming the node whose converter failed, found by converting node by node."""
+    reason = f"{type(exc).__name__}: {exc}"
+    versions = {opset.domain: opset.version for opset in model.opset_import}
+    try:
+        graph = api.OnnxGraph(api.shape_inference(model).graph)
+    except Exception:  # the diagnosis is best effort; the original error is still reported
+        return f"onnx2torch failed to convert the graph: {reason}"
+    for node in graph.nodes.values():
+        try:
+            converter = api.get_converter(
+                domain=node.domain, operation_type=node.operation_type,
+                version=versions.get(node.domain, versions.get("", 1)))
+            converter(node, graph)
+        except Exception as node_exc:
+            return (
+                f"onnx2torch cannot convert op {node.operation_type!r} used by node "
+                f"{node.name!r} ({type(node_exc).__name__}: {node_exc}); gradients cannot be "
+                "computed through it"
+            )
+    return f"onnx2torch failed to convert the graph: {reason}"
 
 
 # --- guided backpropagation --------------------------------------------------------------

@@ -1,0 +1,305 @@
+"""gen_dl_model_heatmap against independent implementations and HALCON's rules.
+
+Truths used: captum's LayerGradCam and GuidedBackprop on the same graph converted to torch by
+onnx2torch directly (not through dlheatmap), a bilinear resize written here in numpy, the
+scaling rules as HALCON states them, and a trained model whose class evidence sits at a
+known place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import dlheatmap as dl
+from dlheatmap.graph import load_model
+from tests import models
+from tests.conftest import random_images
+
+ARCHITECTURES = [
+    # (torchvision name, input size): a ResNet, MobileNets with ReLU6 / HardSwish, a DenseNet
+    ("resnet18", 64),
+    ("mobilenet_v2", 64),
+    ("mobilenet_v3_small", 64),
+    ("densenet121", 64),
+]
+
+
+def reference_module(path):
+    """The ONNX graph converted to torch by onnx2torch itself, with ONNX tensor names."""
+    from onnx2torch import convert
+
+    module = convert(load_model(path), attach_onnx_mapping=True).eval()
+    module.requires_grad_(False)
+    return module
+
+
+def module_producing(module, tensor: str):
+    for child in module.children():
+        mapping = getattr(child, "onnx_mapping", None)
+        if mapping is not None and tensor in mapping.outputs:
+            return child
+    raise LookupError(tensor)
+
+
+def bilinear_resize(maps: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Half-pixel-centre bilinear resize with edge clamping, written out in numpy."""
+    _, h, w = maps.shape
+
+    def axis(out_size, in_size):
+        src = (np.arange(out_size) + 0.5) * in_size / out_size - 0.5
+        src = np.clip(src, 0, in_size - 1)
+        low = np.floor(src).astype(int)
+        high = np.minimum(low + 1, in_size - 1)
+        return low, high, src - low
+
+    r0, r1, fr = axis(height, h)
+    c0, c1, fc = axis(width, w)
+    top = maps[:, r0][:, :, c0] * (1 - fc) + maps[:, r0][:, :, c1] * fc
+    bottom = maps[:, r1][:, :, c0] * (1 - fc) + maps[:, r1][:, :, c1] * fc
+    return top * (1 - fr)[None, :, None] + bottom * fr[None, :, None]
+
+
+def halcon_scaling(maps: np.ndarray, scaling: str) -> np.ndarray:
+    """HALCON's scaling rules, from the operator reference's wording."""
+    out = []
+    for m in maps.astype(np.float64):
+        if scaling == "scale_after_relu":
+            m = np.maximum(m, 0)
+            m = m / m.max() if m.max() > 0 else m
+        elif scaling == "scale_before_relu":
+            peak = np.abs(m).max()
+            m = np.maximum(m / peak if peak > 0 else m, 0)
+        else:
+            m = np.maximum(m, 0)
+        out.append(m)
+    return np.array(out)
+
+
+@pytest.fixture(scope="module", params=ARCHITECTURES, ids=[a for a, _ in ARCHITECTURES])
+def architecture(request):
+    name, size = request.param
+    path = models.torchvision_model(name, size=size, num_classes=6)
+    return path, size
+
+
+def _captum_layer_map(path, images, layer_tensor, targets):
+    from captum.attr import LayerGradCam
+
+    module = reference_module(path)
+    layer = module_producing(module, layer_tensor)
+    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    attribution = LayerGradCam(module, layer).attribute(
+        x, target=torch.from_numpy(targets), relu_attributions=False)
+    return attribution[:, 0].detach().numpy()
+
+
+def test_grad_cam_matches_captum(architecture, rng):
+    path, size = architecture
+    model = dl.read_dl_model(path)
+    dl.set_dl_model_param(model, "batch_size", 2)
+    images = random_images(rng, 3, size, size, 3)
+    samples = [{"image": image} for image in images]
+    results = dl.gen_dl_model_heatmap(model, samples, "grad_cam", [], None)
+
+    core = dl.heatmap.grad_cam(model, images)
+    reference = _captum_layer_map(path, images, core.tensor, core.targets)
+    assert core.layer.name == model.default_target_layer().name
+    for ours, theirs in zip(core.layer_maps, reference, strict=True):
+        peak = np.abs(theirs).max()
+        assert peak > 0
+        np.testing.assert_allclose(ours, theirs, atol=1e-4 * peak, rtol=0)
+
+    expected = halcon_scaling(bilinear_resize(reference, size, size), "scale_after_relu")
+    for result, exp, target in zip(results, expected, core.targets, strict=True):
+        class_id = result["classification_class_ids"][0]
+        assert class_id == target  # default: each sample's top class (IDs = indices here)
+        heat = result["heatmap_grad_cam"][f"heatmap_image_class_{class_id}"]
+        assert heat.dtype == np.float32 and heat.shape == (size, size)
+        np.testing.assert_allclose(heat, exp, atol=2e-4)
+
+
+def test_guided_backprop_matches_captum(rng):
+    """On a graph whose only activations are ReLUs, captum's GuidedBackprop applies."""
+    from captum.attr import GuidedBackprop
+
+    path = models.torchvision_model("resnet18", size=64, num_classes=6)
+    model = dl.read_dl_model(path)
+    images = random_images(rng, 2, 64, 64, 3)
+    target = 4
+    passed = dl.gradients.guided_gradients(
+        model, images, dl.heatmap.fixed_class(target), None, model.params)
+    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    theirs = GuidedBackprop(reference_module(path)).attribute(x, target=target)
+    theirs = theirs.detach().numpy().transpose(0, 2, 3, 1)
+    peak = np.abs(theirs).max()
+    np.testing.assert_allclose(passed.input_gradients[0], theirs, atol=1e-5 * peak, rtol=0)
+
+
+def test_guided_grad_cam_is_guided_backprop_times_cam(rng):
+    path = models.torchvision_model("resnet18", size=64, num_classes=6)
+    model = dl.read_dl_model(path)
+    images = random_images(rng, 2, 64, 64, 3)
+    results = dl.gen_dl_model_heatmap(model, [{"image": i} for i in images],
+                                      "guided_grad_cam", 3, None)
+    from captum.attr import GuidedBackprop
+
+    module = reference_module(path)
+    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    guided = GuidedBackprop(module).attribute(x, target=3).detach().numpy().transpose(0, 2, 3, 1)
+    layer = model.default_target_layer()
+    cam = bilinear_resize(_captum_layer_map(path, images, layer.output, np.array([3, 3])), 64, 64)
+    expected = guided * np.maximum(cam, 0)[..., None]
+    for result, exp, image in zip(results, expected, images, strict=True):
+        out = result["heatmap_guided_grad_cam"]["guided_grad_cam_image_class_3"]
+        assert out.dtype == np.float32 and out.shape == image.shape
+        np.testing.assert_allclose(out, exp, atol=1e-4 * np.abs(exp).max() + 1e-12)
+
+
+@pytest.mark.parametrize("scaling", ["scale_after_relu", "scale_before_relu", "none"])
+def test_scaling_rules(tiny, rng, scaling):
+    images = random_images(rng, 2, 32, 32, 3)
+    core = dl.heatmap.grad_cam(tiny, images, scaling=scaling)
+    expected = halcon_scaling(bilinear_resize(core.layer_maps, 32, 32), scaling)
+    np.testing.assert_allclose(core.heatmaps, expected, atol=1e-5 * max(1, expected.max()))
+    results = dl.gen_dl_model_heatmap(tiny, [{"image": i} for i in images], "grad_cam", [],
+                                      {"scaling": scaling})
+    for result, exp in zip(results, core.heatmaps, strict=True):
+        (heat,) = result["heatmap_grad_cam"].values()
+        np.testing.assert_array_equal(heat, exp)
+        if scaling != "none":
+            assert heat.min() >= 0.0 and heat.max() <= 1.0
+
+
+def test_all_zero_map_stays_zero():
+    maps = np.zeros((1, 4, 4), np.float32)
+    negative = -np.ones((1, 4, 4), np.float32)
+    for scaling in ("scale_after_relu", "scale_before_relu", "none"):
+        for m in (maps, negative):
+            out = dl.methods.scale(m, scaling)
+            assert np.isfinite(out).all() and not out.any()
+
+
+def test_use_conv_only_false_takes_the_fused_relu(rng):
+    path = models.torchvision_model("resnet18", size=64, num_classes=6)
+    model = dl.read_dl_model(path)
+    conv = model.info.by_name["/layer4/layer4.1/conv1/Conv"]
+    relu = model.info.fused_activation(conv)
+    assert relu is not None and relu.op_type == "Relu"
+    images = random_images(rng, 1, 64, 64, 3)
+    core = dl.heatmap.grad_cam(model, images, layer=conv, use_conv_only=False)
+    assert core.tensor == relu.output
+    reference = _captum_layer_map(path, images, relu.output, core.targets)
+    np.testing.assert_allclose(core.layer_maps, reference, atol=1e-4 * np.abs(reference).max())
+    # the last convolution of a block is followed by an Add, not a ReLU: the conv itself
+    last = model.default_target_layer()
+    assert model.info.fused_activation(last) is None
+    assert dl.heatmap.grad_cam(model, images, layer=last, use_conv_only=False).tensor == \
+        last.output
+
+
+def test_batches_match_single_samples(tiny, rng):
+    images = random_images(rng, 5, 32, 32, 3)
+    samples = [{"image": i} for i in images]
+    dl.set_dl_model_param(tiny, "batch_size", 3)
+    batched = dl.gen_dl_model_heatmap(tiny, samples, "grad_cam", [], None)
+    dl.set_dl_model_param(tiny, "batch_size", 1)
+    for sample, result in zip(samples, batched, strict=True):
+        single = dl.gen_dl_model_heatmap_s(tiny, sample, "grad_cam", [], None)
+        assert single["classification_class_ids"] == result["classification_class_ids"]
+        (a,), (b,) = single["heatmap_grad_cam"].values(), result["heatmap_grad_cam"].values()
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_result_layout_is_stable(tiny, rng):
+    """Result keys, their order, dtypes and shapes are as documented in spec/decisions.md."""
+    image = random_images(rng, 1, 32, 32, 3)[0]
+    result = dl.gen_dl_model_heatmap_s(tiny, {"image": image}, "grad_cam", [2], None)
+    applied = dl.apply_dl_model(tiny, {"image": image}, [])[0]
+    assert list(result) == [*applied, "heatmap_grad_cam"]
+    assert list(applied) == ["classification_class_ids", "classification_class_names",
+                             "classification_confidences"]
+    assert result["classification_class_ids"] == applied["classification_class_ids"]
+    assert result["classification_class_names"] == applied["classification_class_names"]
+    np.testing.assert_allclose(result["classification_confidences"],
+                               applied["classification_confidences"], rtol=1e-6)
+    assert list(result["heatmap_grad_cam"]) == ["heatmap_image_class_2"]
+    (heat,) = result["heatmap_grad_cam"].values()
+    assert heat.dtype == np.float32 and heat.shape == (32, 32)
+
+    guided = dl.gen_dl_model_heatmap_s(tiny, {"image": image}, "guided_grad_cam", (2,), [])
+    assert list(guided) == [*applied, "heatmap_guided_grad_cam"]
+    assert list(guided["heatmap_guided_grad_cam"]) == ["guided_grad_cam_image_class_2"]
+    (image_out,) = guided["heatmap_guided_grad_cam"].values()
+    assert image_out.dtype == np.float32 and image_out.shape == (32, 32, 3)
+
+
+def test_grey_two_dimensional_images(rng):
+    model = dl.read_dl_model(models.tiny_cnn(channels=1))
+    image = random_images(rng, 1, 32, 32, 1)[0, :, :, 0]
+    result = dl.gen_dl_model_heatmap_s(model, {"image": image}, "grad_cam", [], None)
+    (heat,) = result["heatmap_grad_cam"].values()
+    assert heat.shape == (32, 32)
+    guided = dl.gen_dl_model_heatmap_s(model, {"image": image}, "guided_grad_cam", [], None)
+    (out,) = guided["heatmap_guided_grad_cam"].values()
+    assert out.shape == image.shape
+
+
+def test_split_equals_whole_graph_gradients(rng):
+    """The onnxruntime + torch-tail split gives the gradients of the whole graph in torch."""
+    path = models.torchvision_model("resnet18", size=64, num_classes=6)
+    model = dl.read_dl_model(path)
+    images = random_images(rng, 3, 64, 64, 3)
+    layer = model.info.by_name["/layer3/layer3.1/conv2/Conv"]  # a skip connection crosses
+    choose = dl.heatmap.fixed_class(1)
+    split = dl.gradients.layer_gradients(model, images, choose, layer.output, model.params)
+    whole = dl.gradients.guided_gradients(model, images, choose, layer.output, model.params,
+                                          guided=False)
+    np.testing.assert_allclose(split.activations, whole.activations, atol=1e-4)
+    peak = np.abs(whole.gradients).max()
+    np.testing.assert_allclose(split.gradients, whole.gradients, atol=1e-5 * peak)
+    np.testing.assert_allclose(split.probabilities, whole.probabilities, atol=1e-5)
+
+
+def test_heatmaps_point_at_the_evidence():
+    """Pointing game: the maximum falls within 10% of the image side of the class evidence."""
+    model = dl.read_dl_model(models.trained_evidence_cnn())
+    images, labels, centres = models.evidence_images(150, seed=777)
+    results = dl.gen_dl_model_heatmap(model, [{"image": i} for i in images], "grad_cam",
+                                      [], None)
+    accuracy = np.mean([r["classification_class_ids"][0] == y for r, y in
+                        zip(results, labels, strict=True)])
+    assert accuracy >= 0.95
+    tolerance = 0.1 * models.EVIDENCE_SIZE
+    half_blob = 6
+    hits = []
+    for result, (row, col) in zip(results, centres, strict=True):
+        (heat,) = result["heatmap_grad_cam"].values()
+        peak = np.unravel_index(np.argmax(heat), heat.shape)
+        hits.append(max(abs(peak[0] - row), abs(peak[1] - col)) <= half_blob + tolerance)
+    assert np.mean(hits) >= 0.9
+
+
+def test_guided_backprop_through_relu6(rng):
+    """ReLU6 (Clip(0, 6)) is guided too: compared with backward hooks on the directly
+    converted module's ReLU6 layers, which pass only positive gradients."""
+    path = models.torchvision_model("mobilenet_v2", size=64, num_classes=6)
+    model = dl.read_dl_model(path)
+    images = random_images(rng, 2, 64, 64, 3)
+    passed = dl.gradients.guided_gradients(
+        model, images, dl.heatmap.fixed_class(2), None, model.params)
+
+    module = reference_module(path)
+    hooked = 0
+    for child in module.modules():
+        if isinstance(child, (torch.nn.ReLU, torch.nn.ReLU6)):
+            child.register_full_backward_hook(lambda m, g_in, g_out: (g_in[0].clamp(min=0),))
+            hooked += 1
+    assert hooked >= 30  # MobileNetV2 has 35 ReLU6
+    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
+    module(x)[:, 2].sum().backward()
+    theirs = x.grad.numpy().transpose(0, 2, 3, 1)
+    peak = np.abs(theirs).max()
+    assert peak > 0
+    np.testing.assert_allclose(passed.input_gradients[0], theirs, atol=1e-5 * peak, rtol=0)
