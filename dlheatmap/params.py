@@ -60,6 +60,8 @@ def default_params(info: GraphInfo) -> ModelParams:
     )
 
 
+_DIMENSIONS = ("image_width", "image_height", "image_num_channels")
+
 # Where each settable parameter's value lives in the graph when the file fixes it.
 _GRAPH_DIMS = {
     "image_width": "width",
@@ -74,9 +76,8 @@ def is_settable(spec: ParameterSpec, info: GraphInfo) -> bool:
         return True
     if spec.settable == "never" or info.image_input is None:
         return False
-    if spec.name == "image_dimensions":
-        return all(is_settable(load_spec().parameters[name], info) for name in (
-            "image_width", "image_height", "image_num_channels"))
+    if spec.name == "image_dimensions":  # settable where any part is; fixed parts must stay
+        return any(is_settable(load_spec().parameters[name], info) for name in _DIMENSIONS)
     return getattr(info.image_input, _GRAPH_DIMS[spec.name]) is None
 
 
@@ -103,11 +104,23 @@ def validate_value(
     if name == "class_ids" and len(set(values)) != len(values):
         raise HOperatorError(CLASS_IDS_NOT_UNIQUE, f"class_ids {values} repeat an ID", operator)
     if name == "image_dimensions":
-        width, height, channels = values
-        return {"image_width": width, "image_height": height, "image_num_channels": channels}
+        changes = dict(zip(_DIMENSIONS, values, strict=True))
+        _keep_fixed_dimensions(changes, info, params, operator)
+        return changes
     if spec.multiple:
         return {name: tuple(values)}
     return {name: values[0]}
+
+
+def _keep_fixed_dimensions(
+    changes: dict[str, Any], info: GraphInfo, params: ModelParams, operator: str
+) -> None:
+    """image_dimensions may restate, but not change, a dimension that the file fixes."""
+    for part, value in changes.items():
+        if value != getattr(params, part) and not is_settable(load_spec().parameters[part], info):
+            raise HOperatorError(
+                READ_ONLY, f"image_dimensions: {part} is fixed to {getattr(params, part)} by the "
+                f"ONNX file, got {value}", operator)
 
 
 def _as_values(spec: ParameterSpec, value: Any, operator: str, position: int) -> list[Any]:

@@ -9,24 +9,26 @@ import numpy as np
 
 from dlheatmap.errors import HOperatorError, wrong_count, wrong_type, wrong_value
 from dlheatmap.params import ModelParams
+from dlheatmap.spec import load_spec
 
 INPUTS_MISSING = 7783
 
 
 def as_sample_list(samples: Any, operator: str, position: int) -> list[Mapping]:
     """One dict or a sequence of dicts, as a list of dicts."""
+    name = _parameter_name(operator, position)
     if isinstance(samples, Mapping):
         return [samples]
     if not isinstance(samples, Sequence) or isinstance(samples, (str, bytes)):
         raise wrong_type(
-            position, f"samples must be a dict or a sequence of dicts, got {_kind(samples)}",
+            position, f"{name} must be a dict or a sequence of dicts, got {_kind(samples)}",
             operator)
     if len(samples) == 0:
-        raise wrong_count(position, "no samples given", operator)
+        raise wrong_count(position, f"{name} is empty: no samples given", operator)
     for index, sample in enumerate(samples):
         if not isinstance(sample, Mapping):
             raise wrong_type(
-                position, f"sample {index} is {_kind(sample)}, not a dict", operator)
+                position, f"{name}: sample {index} is {_kind(sample)}, not a dict", operator)
     return list(samples)
 
 
@@ -39,9 +41,17 @@ def images_from_samples(
     finite everywhere. The samples themselves are never modified.
     """
     expected = (params.image_height, params.image_width, params.image_num_channels)
+    # Validate every image before allocating the batch: a wrong call must not first try to
+    # allocate image_height x image_width of a (possibly huge) model input.
+    images = [_image(sample, index, expected, operator, position)
+              for index, sample in enumerate(samples)]
     batch = np.empty((len(samples), *expected), np.float32)
-    for index, sample in enumerate(samples):
-        batch[index] = _image(sample, index, expected, operator, position)
+    for index, image in enumerate(images):
+        with np.errstate(over="ignore"):  # float64 beyond float32's range: refused below
+            batch[index] = image
+        if not np.isfinite(batch[index]).all():
+            raise wrong_value(
+                position, f"sample {index}: image values exceed the float32 range", operator)
     return batch
 
 
@@ -53,6 +63,7 @@ def _image(sample: Mapping, index: int, expected: tuple, operator: str, position
         raise wrong_type(
             position, f"sample {index}: 'image' must be a numpy array, got {_kind(image)}",
             operator)
+    image = np.asarray(image)  # subclasses (np.matrix) would not take a channel axis
     if not np.issubdtype(image.dtype, np.floating):
         raise wrong_value(
             position,
@@ -76,3 +87,11 @@ def _image(sample: Mapping, index: int, expected: tuple, operator: str, position
 
 def _kind(value: Any) -> str:
     return type(value).__name__
+
+
+def _parameter_name(operator: str, position: int) -> str:
+    """HALCON's name of the samples parameter (DLSample, DLSampleBatch) for messages."""
+    entry = load_spec().operators.get(operator.removesuffix("_s"))
+    if entry is None or position > len(entry.parameters):
+        return "samples"
+    return entry.parameters[position - 1]

@@ -111,3 +111,78 @@ def load_spec() -> Spec:
 
 def operator_spec(name: str) -> OperatorSpec:
     return load_spec().operators[name]
+
+
+# --- spec/validation.md: the rules as a human-readable table ---------------------------------
+
+def rules_markdown() -> str:
+    """spec/validation.md: every validation rule and model parameter of the spec as tables.
+
+    Generated, never edited by hand: ``python -m dlheatmap.spec --markdown``.
+    """
+    from dlheatmap.errors import error_text
+
+    spec = load_spec()
+    lines = [
+        "# Validation rules",
+        "",
+        "<!-- Generated from spec/operators.toml by `python -m dlheatmap.spec --markdown`;",
+        "     do not edit. tests/test_conformance.py fails when this file is out of date. -->",
+        "",
+        "Every wrong call raises `HOperatorError` with the code below and leaves the model",
+        "handle's parameters and the caller's arguments unchanged. Codes 120n / 130n / 140n",
+        "are HALCON's wrong type / value / number of values of control parameter n.",
+        "Each row is a conformance test (tests/test_conformance.py).",
+    ]
+    by_operator: dict[str, list[dict[str, Any]]] = {}
+    for rule in spec.rules:
+        by_operator.setdefault(rule["operator"], []).append(rule)
+    for operator, rules in by_operator.items():
+        base = spec.operators.get(operator.removesuffix("_s"))
+        signature = ", ".join(base.parameters) if base else ""
+        lines += ["", f"## {operator}({signature})", "",
+                  "| Rule | When | Code | HALCON text |", "|---|---|---|---|"]
+        lines += [f"| `{rule['id']}` | {_cell(rule['when'])} | {rule['code']} | "
+                  f"{_cell(error_text(rule['code']))} |"
+                  for rule in sorted(rules, key=lambda rule: rule["id"])]
+    lines += [*_parameter_table(spec), ""]
+    return "\n".join(lines)
+
+
+def _parameter_table(spec: Spec) -> list[str]:
+    lines = ["", "## Model parameters (get_dl_model_param / set_dl_model_param)", "",
+             "Setting a parameter that is not settable raises 7788; a value of the wrong type",
+             "1203, outside the allowed values or below the minimum 1303, a wrong number of",
+             "values 1403.", "",
+             "| Parameter | Type | Values | Settable | Allowed | Min |",
+             "|---|---|---|---|---|---|"]
+    for name, entry in spec.parameters.items():
+        count = entry.count or ("one per class" if name.startswith("class_") else "any")
+        values = f"tuple ({count})" if entry.multiple else "single"
+        allowed = ", ".join(f"'{value}'" for value in entry.values) if entry.values else ""
+        minimum = "" if entry.min is None else f"{entry.min:g}"
+        settable = {"when_symbolic": "where the ONNX file leaves the dimension symbolic"}.get(
+            entry.settable, entry.settable)
+        lines.append(f"| `{name}` | {entry.value_type} | {values} | {settable} | {allowed} | "
+                     f"{minimum} |")
+    return lines
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dlheatmap.spec --markdown`` prints spec/validation.md."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv != ["--markdown"]:
+        print("usage: python -m dlheatmap.spec --markdown > spec/validation.md", file=sys.stderr)
+        return 2
+    sys.stdout.write(rules_markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

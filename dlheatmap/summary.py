@@ -39,7 +39,9 @@ def _product(values) -> int:
 
 
 def summary_lines(model: Model) -> list[str]:
-    shapes = model.tensor_shapes()
+    # Graphs without a single image input (read, refused by the operators) have no input
+    # size to infer shapes from: their summary shows '?' shapes instead of failing.
+    shapes = model.tensor_shapes() if model.info.image_input is not None else {}
     lines = [HEADER]
     for layer in model.info.layers:
         consumers = ",".join(str(index) for index in layer.consumers) or "-"

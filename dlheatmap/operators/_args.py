@@ -2,25 +2,101 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from dlheatmap.errors import HOperatorError, wrong_count, wrong_type
+from dlheatmap.errors import HOperatorError, wrong_count, wrong_type, wrong_value
 from dlheatmap.model import UNKNOWN_HANDLE, Model
 from dlheatmap.params import ModelParams
 
 UNSUPPORTED_MODEL = 7912
+READ_ONNX = 7801
 
 
 def model_handle(handle: Any, operator: str) -> Model:
     """``handle`` as a usable Model, else HALCON error 2450."""
     if not isinstance(handle, Model):
         raise HOperatorError(
-            UNKNOWN_HANDLE, f"expected a DL model handle, got {type(handle).__name__}", operator)
+            UNKNOWN_HANDLE, "DLModelHandle must be a DL model handle from read_dl_model, got "
+            f"{type(handle).__name__}", operator)
     handle.ensure_usable(operator)
     return handle
+
+
+@contextlib.contextmanager
+def running_graph(operator: str) -> Iterator[None]:
+    """Report a graph that fails only when it runs as 7801, like a file that cannot be read.
+
+    Such graphs pass ONNX's checker (which does not infer shapes) but onnxruntime or the torch
+    module converted from them fail on the first real input (e.g. a Conv weight with the wrong
+    number of input channels). Arguments are validated before this point, so what fails here
+    is the graph, not the call. Translated are onnxruntime's exceptions, torch's RuntimeError
+    and any exception raised while the converted torch graph executes; anything else is a
+    dlheatmap bug and propagates unchanged. Numpy's overflow warnings are silenced: outputs are
+    checked by :func:`check_outputs` instead.
+    """
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            yield
+    except HOperatorError:
+        raise
+    except Exception as exc:
+        if not _raised_by_graph(exc):
+            raise
+        raise HOperatorError(
+            READ_ONNX, f"the ONNX graph failed to run: {type(exc).__name__}: {exc}", operator
+        ) from exc
+
+
+def _raised_by_graph(exc: Exception) -> bool:
+    if type(exc).__name__ == "OutOfMemoryError" or isinstance(exc, MemoryError):
+        return False  # the machine, not the graph
+    if type(exc).__module__.startswith("onnxruntime") or isinstance(exc, RuntimeError):
+        return True
+    # onnx2torch modules, and the code torch.fx generates for the converted graph
+    return any("onnx2torch" in frame.filename or frame.filename.startswith("<eval_with_key")
+               for frame in traceback.extract_tb(exc.__traceback__))
+
+
+def check_outputs(model: Model, params: ModelParams, operator: str, probabilities: np.ndarray,
+                  *others: np.ndarray) -> None:
+    """Refuse results that are inconsistent with the model or not finite.
+
+    7801 if the graph returns another number of class scores than it declares, or its output
+    is not finite even for an all-zero image (NaN or Inf weights); 1302 (the samples
+    parameter) if a finite image overflows inside the network (e.g. pixel values of 1e38).
+    Returning NaN confidences or heatmaps would hide either.
+    """
+    if probabilities.shape[1] != len(params.class_ids):
+        raise HOperatorError(
+            READ_ONNX, f"the graph returns {probabilities.shape[1]} class scores but declares "
+            f"{len(params.class_ids)} classes in its output shape", operator)
+    bad = np.zeros(len(probabilities), bool)
+    for values in (probabilities, *others):
+        bad |= ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if not bad.any():
+        return
+    if not _finite_for_zero_image(model, params, operator):
+        raise HOperatorError(
+            READ_ONNX, "the model's output is not finite even for an all-zero image (NaN or "
+            "Inf weights?)", operator)
+    raise wrong_value(
+        2, f"sample {int(np.argmax(bad))}: the model's output is not finite for this image "
+        "(pixel values too large for the network?)", operator)
+
+
+def _finite_for_zero_image(model: Model, params: ModelParams, operator: str) -> bool:
+    from dlheatmap.model import pad_batch
+
+    shape = (1, params.image_height, params.image_width, params.image_num_channels)
+    (_, _, padded), *_ = model.batches(1, params)
+    with running_graph(operator):
+        (output,) = model.run(pad_batch(np.zeros(shape, np.float32), padded), ())
+        return bool(np.isfinite(model.probabilities(output)).all())
 
 
 def classification_model(model: Model, code: int, operator: str) -> None:

@@ -11,10 +11,12 @@ from dlheatmap import heatmap as core
 from dlheatmap.errors import HOperatorError, wrong_count, wrong_type
 from dlheatmap.model import Model
 from dlheatmap.operators._args import (
+    check_outputs,
     classification_model,
     empty_tuple,
     is_integer,
     model_handle,
+    running_graph,
     sorted_results,
     string_arg,
 )
@@ -63,8 +65,12 @@ def gen_dl_model_heatmap(
     Raises
     ------
     HOperatorError
-        2450 bad handle; 1202/1402/7783/1302 bad samples; 1203/7852 bad method; 7851 model
-        not a classifier; 1204/1404/7853 bad target class; 1205/7911/7914 bad GenParam.
+        2450 bad handle; 1202/1402/7783/1302 bad samples (1302 also for images whose model
+        output overflows); 1203/1403/7852 bad method; 7851 model not a classifier;
+        1204/1404/7853 bad target class; 1205/7911/7914 bad GenParam; 7912 no convolution
+        with an output larger than 1 x 1; 7801 a graph that cannot be converted to torch, fails
+        to run, returns another number of classes than it declares or non-finite results for
+        any image. The handle's parameters and the arguments are unchanged after an error.
     """
     model = model_handle(handle, OPERATOR)
     params = model.params
@@ -77,11 +83,13 @@ def gen_dl_model_heatmap(
     images = images_from_samples(sample_list, params, OPERATOR, 2)
 
     choose = core.top_class if target_index is None else core.fixed_class(target_index)
-    if method == "grad_cam":
-        result = core.grad_cam(model, images, choose, layer,
-                               options["use_conv_only"] == "true", options["scaling"], params)
-    else:
-        result = core.guided_grad_cam(model, images, choose, layer, params)
+    with running_graph(OPERATOR):
+        if method == "grad_cam":
+            result = core.grad_cam(model, images, choose, layer,
+                                   options["use_conv_only"] == "true", options["scaling"], params)
+        else:
+            result = core.guided_grad_cam(model, images, choose, layer, params)
+    check_outputs(model, params, OPERATOR, result.probabilities, result.heatmaps)
     return _results(result, sample_list, params, method)
 
 
@@ -92,11 +100,17 @@ def gen_dl_model_heatmap_s(
     target_classes: Any = None,
     gen_param: Any = None,
 ) -> dict:
-    """gen_dl_model_heatmap for a single sample; returns its result dict."""
-    results = gen_dl_model_heatmap(handle, sample, heatmap_method, target_classes, gen_param)
-    if len(results) != 1:
-        raise wrong_count(2, f"expected one sample, got {len(results)}", OPERATOR + "_s")
-    return results[0]
+    """gen_dl_model_heatmap for a single sample; returns its result dict.
+
+    Raises HOperatorError 1402 for anything but exactly one sample, else as
+    :func:`gen_dl_model_heatmap`.
+    """
+    model_handle(handle, OPERATOR + "_s")
+    count = len(as_sample_list(sample, OPERATOR + "_s", 2))
+    if count != 1:  # refused before any computation
+        raise wrong_count(2, f"DLSample: expected one sample, got {count}", OPERATOR + "_s")
+    (result,) = gen_dl_model_heatmap(handle, sample, heatmap_method, target_classes, gen_param)
+    return result
 
 
 def _method(value: Any) -> str:
@@ -115,6 +129,8 @@ def _target_index(value: Any, params: ModelParams) -> int | None:
     if isinstance(value, np.ndarray):
         value = value.tolist()
     values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    if not values:  # an empty numpy array
+        return None
     if len(values) > 1:
         raise wrong_count(4, f"TargetClasses takes one class ID or none, got {len(values)}",
                           OPERATOR)
@@ -136,7 +152,8 @@ def _gen_params(value: Any, method: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise wrong_type(5, f"GenParam must be a dict, got {type(value).__name__}", OPERATOR)
     options = {name: spec.default for name, spec in specs.items()}
-    for key, item in value.items():
+    # Keys first (7911), then values (7914), so the code does not depend on the dict's order.
+    for key in value:
         spec = specs.get(key)
         if spec is None:
             raise HOperatorError(UNSUPPORTED_GENPARAM, f"unknown GenParam key {key!r}; "
@@ -144,20 +161,26 @@ def _gen_params(value: Any, method: str) -> dict[str, Any]:
         if method not in spec.methods:
             raise HOperatorError(UNSUPPORTED_GENPARAM,
                                  f"GenParam {key!r} applies to {list(spec.methods)} only", OPERATOR)
-        options[key] = _gen_value(spec, item)
+    for key, item in value.items():
+        options[key] = _gen_value(specs[key], item)
     return options
 
 
 def _gen_value(spec, item: Any) -> Any:
     if isinstance(item, (list, tuple)) and len(item) == 1:
         item = item[0]
+    if isinstance(item, (list, tuple)):
+        raise HOperatorError(UNSUPPORTED_GENVALUE, f"GenParam {spec.name!r} takes a single "
+                             f"value, got {len(item)}: {item!r}", OPERATOR)
     if spec.name == "use_conv_only" and isinstance(item, (bool, np.bool_)):
         item = "true" if item else "false"  # Python callers may pass booleans
-    if not isinstance(item, str) or (spec.values is not None and item not in spec.values):
-        allowed = list(spec.values) if spec.values else "a layer name from 'summary'"
-        raise HOperatorError(UNSUPPORTED_GENVALUE,
-                             f"GenParam {spec.name!r}: {item!r} is not one of {allowed}", OPERATOR)
-    return item
+    if not isinstance(item, str):
+        raise HOperatorError(UNSUPPORTED_GENVALUE, f"GenParam {spec.name!r} takes a string, "
+                             f"got {item!r}", OPERATOR)
+    if spec.values is not None and item not in spec.values:
+        raise HOperatorError(UNSUPPORTED_GENVALUE, f"GenParam {spec.name!r}: {item!r} is not "
+                             f"one of {list(spec.values)}", OPERATOR)
+    return str(item)
 
 
 def _results(result: core.HeatmapResult, samples: list[Mapping], params: ModelParams,

@@ -10,9 +10,11 @@ from dlheatmap.errors import wrong_count, wrong_type, wrong_value
 from dlheatmap.model import Model
 from dlheatmap.operators._args import (
     UNSUPPORTED_MODEL,
+    check_outputs,
     classification_model,
     empty_tuple,
     model_handle,
+    running_graph,
     sorted_results,
     string_arg,
 )
@@ -37,8 +39,8 @@ def read_dl_model(file_name: str | os.PathLike) -> Model:
     Raises
     ------
     HOperatorError
-        1201 if ``file_name`` is not a string or path; 7801 if the file is missing, empty,
-        not ONNX, or fails ONNX's checks.
+        1201 if ``file_name`` is not a string or path, 1401 for several of them; 7801 if the
+        file is missing, empty, not ONNX, or fails ONNX's checks.
 
     Examples
     --------
@@ -49,13 +51,20 @@ def read_dl_model(file_name: str | os.PathLike) -> Model:
     operator = "read_dl_model"
     if isinstance(file_name, (list, tuple)) and len(file_name) == 1:
         file_name = file_name[0]
+    if isinstance(file_name, (list, tuple)):
+        raise wrong_count(1, f"FileName takes one path, got {len(file_name)}", operator)
     if not isinstance(file_name, (str, os.PathLike)):
         raise wrong_type(1, f"FileName must be a path, got {type(file_name).__name__}", operator)
     return Model.from_file(file_name, operator)
 
 
 def clear_dl_model(handle: Model) -> None:
-    """Free the model's sessions and modules; the handle is invalid afterwards (2450)."""
+    """Free the model's sessions and modules; the handle is invalid afterwards.
+
+    Raises HOperatorError 2450 for a handle that is not a model or was already cleared.
+    Calls running on the handle in other threads finish or raise 2450
+    (spec/reliability.md).
+    """
     model_handle(handle, "clear_dl_model").clear()
 
 
@@ -73,7 +82,8 @@ def get_dl_model_param(handle: Model, name: str) -> list:
     Raises
     ------
     HOperatorError
-        2450 for a bad handle, 1202 if ``name`` is not a string, 1302 if it is unknown.
+        2450 for a bad handle, 1202 if ``name`` is not a string, 1402 for several names,
+        1302 if it is unknown; 7801 for 'summary' of a graph that onnxruntime cannot load.
     """
     value = _param_value(handle, name, "get_dl_model_param")
     return list(value) if isinstance(value, (list, tuple)) else [value]
@@ -100,8 +110,9 @@ def set_dl_model_param(handle: Model, name: str, value: Any) -> None:
     Raises
     ------
     HOperatorError
-        2450 bad handle; 1202/1302 bad or unknown name; 7788 read-only parameter;
-        1203/1303/1403 wrong type, value or count of ``value``; 7792 duplicate class IDs.
+        2450 bad handle; 1202/1302/1402 bad or unknown name; 7788 read-only parameter (also
+        ``image_dimensions`` changing a dimension the file fixes); 1203/1303/1403 wrong type,
+        value or count of ``value``; 7792 duplicate class IDs. A refused value changes nothing.
     """
     operator = "set_dl_model_param"
     model = model_handle(handle, operator)
@@ -125,6 +136,15 @@ def apply_dl_model(handle: Model, samples: Any, outputs: Any = None) -> list[dic
     list of dict
         One per sample: 'classification_class_ids', 'classification_class_names',
         'classification_confidences', all classes, best first.
+
+    Raises
+    ------
+    HOperatorError
+        2450 bad handle; 1202/1402/7783/1302 bad samples (1302 also for images whose model
+        output overflows); 1203/1303 bad Outputs; 7912 model not a classifier; 7801 a graph
+        that onnxruntime cannot load or run, or that returns another number of classes than it
+        declares or non-finite results for any image. The handle's parameters and the
+        arguments are unchanged after an error.
     """
     operator = "apply_dl_model"
     model = model_handle(handle, operator)
@@ -133,7 +153,10 @@ def apply_dl_model(handle: Model, samples: Any, outputs: Any = None) -> list[dic
     wanted = _outputs(outputs, operator)
     classification_model(model, UNSUPPORTED_MODEL, operator)
     images = images_from_samples(sample_list, params, operator, 2)
-    results = sorted_results(classify(model, images, params), params)
+    with running_graph(operator):
+        probabilities = classify(model, images, params)
+    check_outputs(model, params, operator, probabilities)
+    results = sorted_results(probabilities, params)
     return [{key: result[key] for key in wanted} for result in results]
 
 
@@ -144,7 +167,7 @@ def classify(model: Model, images, params):
     from dlheatmap.model import pad_batch
 
     parts = []
-    device = model.device
+    device = model.device_for(params)
     for start, stop, padded in model.batches(len(images), params):
         (output,) = model.run(pad_batch(images[start:stop], padded), (), device)
         parts.append(model.probabilities(output)[: stop - start])
