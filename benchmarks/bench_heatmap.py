@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,6 +28,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.machine import describe_machine  # noqa: E402
+
 MODELS = {
     # name: target layer as a torchvision module path (the default layer dlheatmap picks)
     "resnet50": "layer4.2.conv3",
@@ -94,7 +96,6 @@ def _method_call(method: str, model_name: str, path: Path, batch: int, size: int
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return lambda: session.run(None, {"image": nchw})
     if method.startswith("dlheatmap"):
-        sys.path.insert(0, str(ROOT))
         import dlheatmap as dl
 
         model = dl.read_dl_model(path)
@@ -232,21 +233,6 @@ def ratio_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def machine() -> str:
-    import onnxruntime as ort
-    import torch
-
-    cpu = platform.processor() or "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}; {os.cpu_count()} logical cores; {memory:.0f} GiB RAM; Python "
-            f"{platform.python_version()}; torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads); onnxruntime {ort.__version__}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=224, help="input side (default 224)")
@@ -266,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         run_one(args)
         return 0
 
-    print(machine(), flush=True)
+    print(describe_machine(), flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -298,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         header = ["# Benchmark results", "",
                   f"Recorded by `./run bench --write` (input {args.size} x {args.size}, "
                   f"{args.repeats} timed runs per method after 2 warm-up runs, random weights, "
-                  "CPU).", "", f"Machine: {machine()}", "", ""]
+                  "CPU).", "", f"Machine: {describe_machine()}", "", ""]
         (ROOT / "benchmarks" / "RESULTS.md").write_text("\n".join(header) + text + "\n")
     return 0
 

@@ -23,8 +23,10 @@ from dlheatmap.model import Model, pad_batch
 from dlheatmap.params import ModelParams
 from dlheatmap.runtime.devices import Device
 
-# Picks target class indices [N, T] from class probabilities [N, classes].
-TargetChooser = Callable[[np.ndarray], np.ndarray]
+# Picks target class indices [n, T] for one batch from its class probabilities [n, classes];
+# the second argument is the index of the batch's first sample in the call, so per-sample
+# targets need no state. Rows past the last sample (a padded fixed-size batch) may get any class.
+TargetChooser = Callable[[np.ndarray, int], np.ndarray]
 
 SCORES = ("logit", "probability")
 
@@ -118,8 +120,8 @@ def layer_gradients(
 
     ``images`` are N x H x W x C in HALCON layout and already validated.
     """
-    return _batched(model, images, params, lambda batch, device: _layer_pass(
-        model, batch, choose, layer_tensor, device, score))
+    return _batched(model, images, params, lambda batch, start, device: _layer_pass(
+        model, batch, start, choose, layer_tensor, device, score))
 
 
 def guided_gradients(
@@ -133,25 +135,25 @@ def guided_gradients(
 ) -> LayerGradients:
     """Layer gradients (plain) and input gradients (guided unless ``guided`` is False) from a
     single torch forward pass over the whole graph."""
-    return _batched(model, images, params, lambda batch, device: _full_pass(
-        model, batch, choose, layer_tensor, device, score, guided))
+    return _batched(model, images, params, lambda batch, start, device: _full_pass(
+        model, batch, start, choose, layer_tensor, device, score, guided))
 
 
 def _batched(model: Model, images: np.ndarray, params: ModelParams, one_batch) -> LayerGradients:
-    device = model.device
+    device = model.device_for(params)
     parts = []
     for start, stop, padded in model.batches(len(images), params):
-        result = one_batch(pad_batch(images[start:stop], padded), device)
+        result = one_batch(pad_batch(images[start:stop], padded), start, device)
         parts.append(_trim(result, stop - start))
     return _concatenate(parts)
 
 
-def _layer_pass(model, images, choose, layer_tensor, device, score) -> LayerGradients:
+def _layer_pass(model, images, start, choose, layer_tensor, device, score) -> LayerGradients:
     torch = _torch()
     tail = _tail(model, layer_tensor, device)
     output, activation, *sides = model.run(images, (layer_tensor, *tail.side_inputs), device)
     probabilities = model.probabilities(output)
-    targets = _targets(choose, probabilities)
+    targets = choose_targets(choose, probabilities, start)
     with torch.enable_grad():
         act = torch.from_numpy(activation).to(device.torch_device).requires_grad_(True)
         side_tensors = [torch.from_numpy(side).to(device.torch_device) for side in sides]
@@ -160,7 +162,9 @@ def _layer_pass(model, images, choose, layer_tensor, device, score) -> LayerGrad
     return LayerGradients(probabilities, targets, activation, grads)
 
 
-def _full_pass(model, images, choose, layer_tensor, device, score, guided) -> LayerGradients:
+def _full_pass(
+    model, images, start, choose, layer_tensor, device, score, guided
+) -> LayerGradients:
     from dlheatmap.runtime.torch_backend import Guide, guiding
 
     torch = _torch()
@@ -175,7 +179,7 @@ def _full_pass(model, images, choose, layer_tensor, device, score, guided) -> La
         # The score tensor is the logit (before any final Softmax), so softmax of it gives the
         # same confidences as the model's own output.
         probabilities = torch.softmax(logits.detach(), dim=1).cpu().numpy()
-        targets = _targets(choose, probabilities)
+        targets = choose_targets(choose, probabilities, start)
         scores = _scores(logits, score)
         grads = None
         if layer_tensor is not None:
@@ -187,8 +191,9 @@ def _full_pass(model, images, choose, layer_tensor, device, score, guided) -> La
     return LayerGradients(probabilities, targets, activation, grads, input_grads)
 
 
-def _targets(choose: TargetChooser, probabilities: np.ndarray) -> np.ndarray:
-    targets = np.asarray(choose(probabilities), dtype=np.int64)
+def choose_targets(choose: TargetChooser, probabilities: np.ndarray, start: int) -> np.ndarray:
+    """The chooser's class indices for one batch, as an int64 array [n, T]."""
+    targets = np.asarray(choose(probabilities, start), dtype=np.int64)
     return targets.reshape(len(probabilities), -1)
 
 

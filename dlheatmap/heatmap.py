@@ -37,14 +37,14 @@ class HeatmapResult:
     tensor: str
 
 
-def top_class(probabilities: np.ndarray) -> np.ndarray:
+def top_class(probabilities: np.ndarray, start: int = 0) -> np.ndarray:
     """Target chooser: each sample's most probable class."""
     return probabilities.argmax(axis=1)
 
 
 def fixed_class(index: int) -> TargetChooser:
     """Target chooser: the same class index for every sample."""
-    return lambda probabilities: np.full(len(probabilities), index)
+    return lambda probabilities, start=0: np.full(len(probabilities), index)
 
 
 def resolve_layer(

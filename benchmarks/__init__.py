@@ -1,0 +1,1 @@
+"""Benchmarks: run as scripts (``./run bench``, ``python benchmarks/bench_methods.py``)."""

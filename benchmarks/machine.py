@@ -1,0 +1,24 @@
+"""A one-line description of the machine a benchmark ran on, for its results file."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+
+def describe_machine() -> str:
+    import onnxruntime as ort
+    import torch
+
+    cpu = platform.processor() or "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    return (f"{cpu}; {os.cpu_count()} logical cores; {memory:.0f} GiB RAM; Python "
+            f"{platform.python_version()}; torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads); onnxruntime {ort.__version__}; "
+            f"load average at the start {load}")
