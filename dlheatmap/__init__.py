@@ -8,6 +8,7 @@ The HALCON operators are available at the top level::
 """
 
 from dlheatmap.errors import HError, HOperatorError
+from dlheatmap.imaging import read_image, write_image
 from dlheatmap.model import Model
 from dlheatmap.operators import (
     apply_dl_model,
@@ -19,6 +20,12 @@ from dlheatmap.operators import (
     read_dl_model,
     set_dl_model_param,
 )
+from dlheatmap.preprocess import (
+    create_dl_preprocess_param,
+    create_dl_preprocess_param_from_model,
+    gen_dl_samples_from_images,
+    preprocess_dl_samples,
+)
 
 __version__ = "0.1.0"
 
@@ -28,10 +35,22 @@ __all__ = [
     "Model",
     "apply_dl_model",
     "clear_dl_model",
+    "create_dl_preprocess_param",
+    "create_dl_preprocess_param_from_model",
     "gen_dl_model_heatmap",
     "gen_dl_model_heatmap_s",
+    "gen_dl_samples_from_images",
     "get_dl_model_param",
     "get_dl_model_param_s",
+    "preprocess_dl_samples",
     "read_dl_model",
+    "read_image",
     "set_dl_model_param",
+    "write_image",
 ]
+
+# The Pythonic API beside the HALCON operators. The function takes its module's name in the
+# package namespace; ``from dlheatmap.explain import ...`` still reaches the module.
+from dlheatmap.explain import Explanation, explain
+
+__all__ += ["Explanation", "explain"]

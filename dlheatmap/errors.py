@@ -9,8 +9,16 @@ from __future__ import annotations
 
 # HALCON error texts for the codes dlheatmap raises (from HALCON's error code table).
 ERROR_TEXTS: dict[int, str] = {
+    1501: "Wrong number of values of object parameter 1",
     2450: "Unknown handle or handle of wrong type",
     2894: "Key not found in dictionary",
+    2895: "Incorrect tuple length in dict",
+    2896: "Incorrect tuple type in dict",
+    5200: "File not found",
+    5212: "Error while writing to file",
+    5217: "Wrong type for pixel (e.g. byte)",
+    5234: "No file found in known graphic format",
+    5235: "Wrong graphic format",
     7783: "DL: Inputs missing in input dict",
     7785: "DL: Invalid layer name",
     7788: "DL: Parameter is not available",
@@ -24,6 +32,8 @@ ERROR_TEXTS: dict[int, str] = {
     7911: "DL: Unsupported generic parameter",
     7912: "DL: Operator does not support model",
     7914: "DL: Unsupported generic value(s)",
+    9001: "Image to process has wrong gray value type",
+    9004: "Wrong image format for operation (too big or too small)",
 }
 
 # HALCON's generic control-parameter codes: base + position of the parameter (1..20).
