@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 
 import dlheatmap as dl
 from tests import models
@@ -111,15 +112,19 @@ def test_summary_param_counts_sum_to_model_size(tiny, tiny_path):
     assert total == sum(floats[name] for name in used)
 
 
-def test_import_without_torchvision(tiny_path):
+@pytest.mark.parametrize("failure", [
+    "ImportError('No module named torchvision')",  # not installed
+    "RuntimeError('operator torchvision::nms does not exist')",  # built for another torch
+])
+def test_works_without_a_usable_torchvision(tiny_path, failure):
     """dlheatmap imports and computes heatmaps when torchvision is missing or broken."""
     script = f"""
 import sys
-class Block:
+class Broken:
     def find_spec(self, name, path=None, target=None):
         if name == 'torchvision' or name.startswith('torchvision.'):
-            raise ImportError('torchvision blocked for this test')
-sys.meta_path.insert(0, Block())
+            raise {failure}
+sys.meta_path.insert(0, Broken())
 import numpy as np, dlheatmap as dl
 m = dl.read_dl_model({str(tiny_path)!r})
 sample = {{'image': np.ones((32, 32, 3), np.float32)}}
