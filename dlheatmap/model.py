@@ -176,7 +176,8 @@ class Model:
         """An onnxruntime session returning the model output and ``extra_outputs``."""
         def build():
             graph = with_extra_outputs(self.info.model, extra_outputs)
-            return make_session(graph, device, operator)
+            # Sessions with extra outputs serve gradient passes: torch runs right after them.
+            return make_session(graph, device, operator, spin=not extra_outputs)
 
         return self.cached(("ort", extra_outputs, device), build)
 

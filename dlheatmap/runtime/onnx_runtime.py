@@ -10,7 +10,9 @@ from dlheatmap.graph import undefined_ops
 from dlheatmap.runtime.devices import Device
 
 
-def make_session(model: onnx.ModelProto, device: Device, operator: str) -> ort.InferenceSession:
+def make_session(
+    model: onnx.ModelProto, device: Device, operator: str, spin: bool = True
+) -> ort.InferenceSession:
     """An inference session for ``model`` on ``device``.
 
     Raises
@@ -20,9 +22,10 @@ def make_session(model: onnx.ModelProto, device: Device, operator: str) -> ort.I
     """
     options = ort.SessionOptions()
     options.log_severity_level = 4  # failures surface as HOperatorError, not as log lines
-    # onnxruntime's worker threads busy-wait after each run; on few cores they would starve
-    # the torch threads that run the backward pass right after it.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if not spin:
+        # Worker threads busy-wait after a run by default, which helps back-to-back inference
+        # but starves the torch threads that compute gradients right after a heatmap's run.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(
             model.SerializeToString(), sess_options=options, providers=device.ort_providers
