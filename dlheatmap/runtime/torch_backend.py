@@ -120,14 +120,23 @@ def _conversion_failure(model: onnx.ModelProto, api: types.SimpleNamespace, exc:
 class Guide:
     """Per-call switch for guided backpropagation.
 
-    Captured by every guidable ReLU during the forward pass, read during the backward pass:
-    one forward pass serves a plain backward (Grad-CAM) and then a guided one.
+    Every guidable ReLU's output registers :meth:`hook` during the forward pass; the switch is
+    read during the backward pass, so one forward pass serves a plain backward (Grad-CAM) and
+    then a guided one.
     """
 
     __slots__ = ("guided",)
 
     def __init__(self) -> None:
         self.guided = False
+
+    def hook(self, grad: torch.Tensor) -> torch.Tensor | None:
+        """Keep only the positive part of the gradient arriving at a ReLU's output when guided.
+
+        The ReLU's own backward then applies its mask, so the gradient passed on is
+        (output > 0) * max(grad, 0), guided backpropagation's rule.
+        """
+        return grad.clamp(min=0.0) if self.guided else None
 
 
 _ACTIVE_GUIDE: contextvars.ContextVar[Guide | None] = contextvars.ContextVar(
@@ -145,48 +154,12 @@ def guiding(guide: Guide) -> Iterator[Guide]:
         _ACTIVE_GUIDE.reset(token)
 
 
-class _GuidableReLUFunction(torch.autograd.Function):
-    """relu(x) whose backward passes only positive gradients when guided."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, guide: Guide) -> torch.Tensor:
-        y = torch.relu(x)
-        ctx.save_for_backward(y)
-        ctx.guide = guide
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (y,) = ctx.saved_tensors
-        grad = torch.ops.aten.threshold_backward(grad, y, 0)  # torch's own ReLU backward
-        if ctx.guide.guided:
-            grad = grad.clamp_(min=0.0)
-        return grad, None
-
-
-class _GuidableClampFunction(torch.autograd.Function):
-    """clamp(x, 0, upper) (ReLU6 and friends) whose backward can be guided likewise."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, upper: float, guide: Guide) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.upper = upper
-        ctx.guide = guide
-        return torch.nn.functional.hardtanh(x, 0.0, upper)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (x,) = ctx.saved_tensors
-        grad = torch.ops.aten.hardtanh_backward(grad, x, 0.0, ctx.upper)
-        if ctx.guide.guided:
-            grad = grad.clamp_(min=0.0)
-        return grad, None, None
-
-
 class GuidableReLU(nn.Module):
     """ReLU (``upper`` None), ReLU6 or Clip(0, upper) that guided backpropagation can steer.
 
-    Outside a :func:`guiding` block, or without autograd, it is the plain activation.
+    The activation itself is torch's native op, forward and backward; inside a
+    :func:`guiding` block a gradient hook on its output does the guiding. Outside one, or
+    without autograd, it is the plain activation.
     """
 
     def __init__(self, upper: float | None = None):
@@ -194,13 +167,14 @@ class GuidableReLU(nn.Module):
         self.upper = upper
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        guide = _ACTIVE_GUIDE.get()
-        if guide is None or not torch.is_grad_enabled():
-            return torch.relu(x) if self.upper is None else \
-                torch.nn.functional.hardtanh(x, 0.0, self.upper)
         if self.upper is None:
-            return _GuidableReLUFunction.apply(x, guide)
-        return _GuidableClampFunction.apply(x, self.upper, guide)
+            y = torch.relu(x)
+        else:
+            y = torch.nn.functional.hardtanh(x, 0.0, self.upper)
+        guide = _ACTIVE_GUIDE.get()
+        if guide is not None and y.requires_grad:
+            y.register_hook(guide.hook)
+        return y
 
 
 def make_guidable(module: nn.Module) -> int:
