@@ -366,10 +366,18 @@ def _check_gradients(model, case: ZooCase, reference: Reference, image: np.ndarr
 
 def _compare_with_torch(module, image: np.ndarray, classes: np.ndarray,
                         gradients: np.ndarray) -> None:
-    """d logit_c / d image from autograd on the torch original, in H x W x C."""
+    """d logit_c / d image from autograd on the torch original, in H x W x C.
+
+    The original runs channels-last, as dlheatmap's converted graph does: max pooling's
+    gradient jumps where two inputs of a window (nearly) tie, and channels-last kernels round
+    differently from NCHW ones (about 1e-6 relative), enough to flip such a near-tie.
+    """
     import torch
 
-    x = torch.from_numpy(image.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
+    channels_last = torch.channels_last
+    module = module.to(memory_format=channels_last)
+    x = torch.from_numpy(image.transpose(0, 3, 1, 2).copy())
+    x = x.contiguous(memory_format=channels_last).requires_grad_(True)
     logits = module(x).reshape(1, -1)
     for index, c in enumerate(classes):
         (grad,) = torch.autograd.grad(logits[0, int(c)], x, retain_graph=True)
