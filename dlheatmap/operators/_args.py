@@ -134,15 +134,18 @@ def empty_tuple(value: Any) -> bool:
 
 def sorted_results(probabilities: np.ndarray, params: ModelParams) -> list[dict]:
     """apply_dl_model's classification result dicts, all classes, best first."""
-    results = []
-    for row in probabilities:
-        order = np.argsort(-row, kind="stable")
-        results.append({
-            "classification_class_ids": [params.class_ids[i] for i in order],
-            "classification_class_names": [params.class_names[i] for i in order],
-            "classification_confidences": [float(row[i]) for i in order],
-        })
-    return results
+    order = np.argsort(-probabilities, axis=1, kind="stable")
+    ids = np.asarray(params.class_ids, dtype=object)[order]
+    names = np.asarray(params.class_names, dtype=object)[order]
+    confidences = np.take_along_axis(probabilities, order, axis=1).astype(np.float64)
+    return [
+        {
+            "classification_class_ids": row_ids.tolist(),
+            "classification_class_names": row_names.tolist(),
+            "classification_confidences": row_confidences.tolist(),
+        }
+        for row_ids, row_names, row_confidences in zip(ids, names, confidences, strict=True)
+    ]
 
 
 def as_mapping(value: Any) -> Mapping | None:
