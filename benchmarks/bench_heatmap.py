@@ -80,10 +80,8 @@ def _status_mib(field: str) -> float:
 
 
 def _method_call(method: str, model_name: str, path: Path, batch: int, size: int):
-    """Everything a method needs set up, then the call to time."""
-    import torch
-    import torchvision
-
+    """Everything a method needs set up, then the call to time. Each method imports only what
+    it needs, as its users would: dlheatmap imports torch itself, lazily."""
     warnings.filterwarnings("ignore")
     rng = np.random.default_rng(0)
     images = rng.standard_normal((batch, size, size, 3)).astype(np.float32)
@@ -103,6 +101,9 @@ def _method_call(method: str, model_name: str, path: Path, batch: int, size: int
         samples = [{"image": image} for image in images]
         kind = method.split()[1]
         return lambda: dl.gen_dl_model_heatmap(model, samples, kind, target, None)
+
+    import torch
+    import torchvision
 
     torch.manual_seed(0)
     module = torchvision.models.get_model(model_name, weights=None).eval()
