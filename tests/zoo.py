@@ -326,8 +326,9 @@ def _check_heatmaps(model, samples, layer_name, height, width, channels) -> None
         assert np.isfinite(heat).all() and heat.min() >= 0.0 and heat.max() <= 1.0
     named = dl.gen_dl_model_heatmap(model, samples[:1], "grad_cam", [],
                                     {"target_conv_layer": layer_name})
+    # batch of one against batch of two: kernels may sum in another order (float32 noise)
     np.testing.assert_allclose(next(iter(named[0]["heatmap_grad_cam"].values())), maps[0],
-                               atol=1e-6)
+                               atol=1e-5)
     guided = dl.gen_dl_model_heatmap(model, samples[:1], "guided_grad_cam", [], None)
     image = next(iter(guided[0]["heatmap_guided_grad_cam"].values()))
     assert image.shape == (height, width, channels) and np.isfinite(image).all()
