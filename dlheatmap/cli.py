@@ -68,19 +68,20 @@ def _halcon_method(name: str) -> Runner:
 def _explain_method(name: str) -> Runner:
     """A method of :func:`dlheatmap.explain` in gen_dl_model_heatmap's result format.
 
-    'target_conv_layer' selects the layer of layer methods; HALCON's other GenParams
-    ('use_conv_only', 'scaling') belong to its own two methods and are refused (7911).
+    'target_conv_layer' is explain's ``layer``: a Conv or the Relu after it for layer
+    methods, refused by explain (1305) for input-gradient methods, which take none. Every
+    other GenParam ('use_conv_only', 'scaling' belong to HALCON's grad_cam) is refused (7911).
     """
     def run(model, samples, target_classes, gen_param):
         from dlheatmap.explain import explain
-        from dlheatmap.methods import METHODS as ALL_METHODS
         from dlheatmap.operators._args import sorted_results
 
         unsupported = sorted(set(gen_param) - {"target_conv_layer"})
         if unsupported:
-            raise HOperatorError(7911, f"{unsupported} apply to grad_cam only", "dlheatmap")
-        layer = gen_param.get("target_conv_layer") if ALL_METHODS[name].uses_layer else None
-        targets = None if target_classes in (None, [], ()) else target_classes
+            raise HOperatorError(7911, f"{unsupported}: the methods of dlheatmap.explain take "
+                                 "only target_conv_layer", "dlheatmap")
+        layer = gen_param.get("target_conv_layer")
+        targets = _one_class_for_all(target_classes)
         # 4-D even for grey samples (H x W), which a 3-D stack would make ambiguous
         images = np.stack([np.atleast_3d(sample["image"]) for sample in samples])
         explained = explain(model, images, name, targets, layer or None)
@@ -93,15 +94,29 @@ def _explain_method(name: str) -> Runner:
     return run
 
 
+def _one_class_for_all(target_classes: Any) -> int | None:
+    """gen_dl_model_heatmap's TargetClasses (none, or one class ID for every sample) as
+    explain's targets. A bare int, not [ID]: explain reads a sequence as one ID per image."""
+    if target_classes is None:
+        return None
+    values = np.atleast_1d(target_classes).tolist()
+    if len(values) > 1:
+        raise HOperatorError(1404, f"TargetClasses takes one class ID or none, got "
+                             f"{len(values)}", "dlheatmap")
+    return int(values[0]) if values else None
+
+
+# The methods beyond HALCON in the order --help lists them: Grad-CAM's gradient-weighted
+# relatives first, then the CAMs without gradients, then the pixel-level input gradients.
 _EXPLAIN_HELP = {
-    "saliency": "gradient saliency of Simonyan et al.",
-    "guided_backprop": "guided backpropagation, shown alone",
     "grad_cam_plus_plus": "Grad-CAM++",
     "xgrad_cam": "XGrad-CAM",
     "layer_cam": "LayerCAM",
     "hires_cam": "HiResCAM",
     "score_cam": "Score-CAM, forward passes only",
     "eigen_cam": "Eigen-CAM, class-agnostic",
+    "saliency": "gradient saliency of Simonyan et al.",
+    "guided_backprop": "guided backpropagation, shown alone",
 }
 
 
@@ -109,12 +124,17 @@ def _explain_methods() -> list[Method]:
     from dlheatmap.methods import METHODS as ALL_METHODS
 
     kinds = {"map": "cam", "image": "image"}
+    # methods registered later and not listed above come last, under their titles
+    names = [*_EXPLAIN_HELP, *(name for name in ALL_METHODS if name not in _EXPLAIN_HELP)]
     return [
-        Method(name, kinds[cls.kind], _explain_method(name), _EXPLAIN_HELP.get(name, name))
-        for name, cls in ALL_METHODS.items()
-        if name not in ("grad_cam", "guided_grad_cam")  # HALCON's own, above
+        Method(name, kinds[ALL_METHODS[name].kind], _explain_method(name),
+               _EXPLAIN_HELP.get(name, ALL_METHODS[name].title))
+        for name in names
+        if name not in HALCON_METHODS  # HALCON's own, above
     ]
 
+
+HALCON_METHODS = ("grad_cam", "guided_grad_cam")
 
 METHODS: dict[str, Method] = {
     method.name: method
@@ -126,9 +146,6 @@ METHODS: dict[str, Method] = {
         *_explain_methods(),
     )
 }
-
-
-HALCON_METHODS = ("grad_cam", "guided_grad_cam")
 
 
 def _method_help() -> str:
@@ -171,7 +188,8 @@ examples:
 exit status:
   0  every image was processed
   1  some images failed (listed on stderr and in the results file); the others were written
-  2  bad command line, no images found, or the model or an option was refused
+  2  bad command line, no images found, an output folder or results file that cannot be
+     created, or the model or an option was refused
   130 interrupted"""
 
 
@@ -229,11 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
                       "class)")
     heat.add_argument("--target-conv-layer", metavar="NAME",
                       help="GenParam target_conv_layer: a Conv layer name from the model's "
-                      "'summary' (default: the deepest convolution larger than 1 x 1)")
+                      "'summary', for the methods beyond HALCON also the Relu after it "
+                      "(default: the deepest convolution larger than 1 x 1; saliency and "
+                      "guided_backprop take none)")
     heat.add_argument("--use-conv-only", choices=("true", "false"),
-                      help="GenParam use_conv_only (grad_cam; HALCON default true)")
+                      help="GenParam use_conv_only (grad_cam only; HALCON default true)")
     heat.add_argument("--scaling", choices=("scale_after_relu", "scale_before_relu", "none"),
-                      help="GenParam scaling (grad_cam; HALCON default scale_after_relu)")
+                      help="GenParam scaling (grad_cam only; HALCON default "
+                      "scale_after_relu)")
     heat.add_argument("--gen-param", action="append", default=[], metavar="KEY=VALUE",
                       help="any other GenParam entry (repeatable)")
 
@@ -309,14 +330,11 @@ def _run(args: argparse.Namespace) -> int:
     method = METHODS[args.method]
     gen_param = _gen_param(args)
     out_dir = args.output
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create output folder {out_dir}: {exc}") from None
+    _make_folder(out_dir, "output folder")
     results_path = args.results or out_dir / "results.jsonl"
     writer = _Writer(out_dir, method, args)
     failures = 0
-    with open(results_path, "w", encoding="utf-8") as results, _progress(files, args) as bar:
+    with _open_results(results_path) as results, _progress(files, args) as bar:
         for batch in _chunks(files, args.batch_size):
             for record in _process(batch, model, preprocess_param, method, gen_param, args,
                                    writer):
@@ -331,6 +349,25 @@ def _run(args: argparse.Namespace) -> int:
         print(f"dlheatmap: {done} of {len(files)} image(s) explained with {method.name}; "
               f"pictures in {out_dir}/, results in {results_path}")
     return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+def _make_folder(folder: Path, what: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {what} {folder}: {exc.strerror or exc}") from None
+
+
+def _open_results(path: Path):
+    """The results file opened for writing; its folder is created as --output's is. Checked
+    before any image is processed, so a bad path costs no work."""
+    if path.is_dir():
+        raise UsageError(f"--results: {path} is a folder; give a file name")
+    _make_folder(path.parent, "results folder")
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--results: cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _load_model(args: argparse.Namespace):

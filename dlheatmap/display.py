@@ -21,12 +21,13 @@ import numpy as np
 
 from dlheatmap.errors import HOperatorError, wrong_type, wrong_value
 from dlheatmap.imaging import FILE_FORMATS, resize, save_image, with_suffix
+from dlheatmap.methods import METHODS
 
 COLOR_SCHEMES = ("jet", "inverse_jet", "hot", "inverse_hot")
 DEFAULT_SCHEME = "jet"
 MIN_PICTURE_SIZE = 320  # smaller images are enlarged so that the legend stays readable
 GUIDED_PERCENTILE = 99.5
-METHOD_TITLES = {"grad_cam": "Grad-CAM", "guided_grad_cam": "Guided Grad-CAM"}
+LOW_LABEL, HIGH_LABEL = "0 (low)", "1 (high)"  # the colour bar's ends
 
 
 # --- colours ---------------------------------------------------------------------------------
@@ -112,8 +113,8 @@ def guided_to_rgb(guided: np.ndarray) -> np.ndarray:
 class Legend:
     """What the legend below a heatmap picture says.
 
-    ``method`` is a heatmap method name ('grad_cam', ...); ``confidence`` a probability in
-    [0, 1] or None when unknown.
+    ``method`` is a heatmap method name ('grad_cam', ...), shown by its class's ``title``
+    ('Grad-CAM'); ``confidence`` a probability in [0, 1] or None when unknown.
     """
 
     method: str
@@ -123,12 +124,18 @@ class Legend:
     scheme: str | None = None
 
     def lines(self) -> list[str]:
-        title = METHOD_TITLES.get(self.method, self.method.replace("_", " "))
-        lines = [f"{title}" + (f" ({self.scheme})" if self.scheme else "")]
+        lines = [method_title(self.method) + (f" ({self.scheme})" if self.scheme else "")]
         lines.append(f"Class: {self.class_name} (ID {self.class_id})")
         if self.confidence is not None:
             lines.append(f"Confidence: {100.0 * self.confidence:.2f} %")
         return lines
+
+
+def method_title(method: str) -> str:
+    """The human name of a heatmap method ('grad_cam_plus_plus' -> 'Grad-CAM++'); a name no
+    method class knows (a method added to the CLI only) is shown with spaces."""
+    known = METHODS.get(method)
+    return getattr(known, "title", None) or method.replace("_", " ")
 
 
 def render_heatmap(
@@ -154,7 +161,8 @@ def render_heatmap(
     scheme : str
         One of :data:`COLOR_SCHEMES` (used for 'cam').
     legend : Legend, optional
-        Drawn below the picture; for 'cam' with a colour bar from 0 to 1.
+        Drawn below the picture; for 'cam' with a colour bar from 0 to 1. A picture narrower
+        than the legend's text is centred on a wider white canvas.
     min_size : int
         Pictures whose longer side is shorter are enlarged by a whole factor first.
     """
@@ -177,19 +185,25 @@ def render_heatmap(
 
 
 def add_legend(picture: np.ndarray, legend: Legend, scheme: str | None) -> np.ndarray:
-    """``picture`` with a white band below it holding the legend text (and a colour bar)."""
+    """``picture`` with a white band below it holding the legend text (and a colour bar).
+
+    The font size follows the picture's width; a picture too narrow for the text (a tall,
+    thin image, a long class name) is centred on a white canvas as wide as the text, so no
+    line is cut and the colour bar's labels keep apart.
+    """
     from PIL import Image, ImageDraw
 
-    width = picture.shape[1]
-    font_size = max(11, min(24, width // 22))
+    font_size = max(11, min(24, picture.shape[1] // 22))
     font = _font(font_size)
     lines = legend.lines()
     line_height = int(font_size * 1.35)
     pad = max(4, font_size // 2)
+    gap = font_size if scheme else 0  # between the colour bar's two labels
+    width = max(picture.shape[1], _legend_width(lines, font, pad, gap))
     bar_height = font_size if scheme else 0
     band = pad + len(lines) * line_height + (bar_height + line_height + pad if scheme else 0)
     canvas = Image.new("RGB", (width, picture.shape[0] + band), "white")
-    canvas.paste(Image.fromarray(picture), (0, 0))
+    canvas.paste(Image.fromarray(picture), ((width - picture.shape[1]) // 2, 0))
     draw = ImageDraw.Draw(canvas)
     y = picture.shape[0] + pad
     for line in lines:
@@ -198,6 +212,21 @@ def add_legend(picture: np.ndarray, legend: Legend, scheme: str | None) -> np.nd
     if scheme:
         _colour_bar(canvas, draw, font, scheme, (pad, y, width - pad, y + bar_height))
     return np.asarray(canvas)
+
+
+def _text_width(text: str, font) -> int:
+    """Pixels from the pen position to the text's right end (advance or ink, the larger)."""
+    return math.ceil(max(font.getlength(text), font.getbbox(text)[2]))
+
+
+def _legend_width(lines: list[str], font, pad: int, gap: int) -> int:
+    """The width the longest legend line needs and, with a colour bar (gap > 0), its two
+    labels ``gap`` pixels apart."""
+    needed = max(_text_width(line, font) for line in lines)
+    if gap:
+        labels = _text_width(LOW_LABEL, font) + _text_width(HIGH_LABEL, font)
+        needed = max(needed, labels + gap)
+    return needed + 2 * pad
 
 
 def _colour_bar(canvas, draw, font, scheme: str, box: tuple[int, int, int, int]) -> None:
@@ -209,10 +238,9 @@ def _colour_bar(canvas, draw, font, scheme: str, box: tuple[int, int, int, int])
     canvas.paste(Image.fromarray(strip), (left, top))
     draw.rectangle((left, top, right - 1, bottom - 1), outline=(0, 0, 0))
     label_y = bottom + 2
-    draw.text((left, label_y), "0 (low)", fill=(0, 0, 0), font=font)
-    high = "1 (high)"
-    text_width = draw.textlength(high, font=font)
-    draw.text((right - text_width, label_y), high, fill=(0, 0, 0), font=font)
+    draw.text((left, label_y), LOW_LABEL, fill=(0, 0, 0), font=font)
+    draw.text((right - _text_width(HIGH_LABEL, font), label_y), HIGH_LABEL, fill=(0, 0, 0),
+              font=font)
 
 
 def _font(size: int):

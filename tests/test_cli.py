@@ -141,6 +141,10 @@ def test_progress_bar_when_asked(tmp_path, model_path, capsys):
     (["--target-conv-layer", "no_such_layer"], "7914"),
     (["--gen-param", "colour=red"], "7911"),
     (["--method", "guided_grad_cam", "--scaling", "none"], "7911"),
+    (["--method", "layer_cam", "--scaling", "none"], "7911"),  # HALCON's grad_cam only
+    (["--method", "score_cam", "--use-conv-only", "true"], "7911"),
+    (["--method", "saliency", "--target-conv-layer", "conv"], "1305"),  # takes no layer
+    (["--method", "grad_cam", "--target-conv-layer", "relu"], "7914"),  # HALCON: Conv only
     (["--normalization", "constant_values"], "constant_values"),
     (["--gen-param", "novalue"], "KEY=VALUE"),
     (["--class-names", "only_one"], "class-names"),
@@ -167,6 +171,109 @@ def test_bad_inputs_exit_2(tmp_path, model_path, capsys):
     for args, message in cases:
         assert run_cli(*args, "-o", tmp_path / "out") == cli.EXIT_BAD_INPUT
         assert message in capsys.readouterr().err
+
+
+def test_results_file_in_a_new_folder_is_created_like_the_output_folder(tmp_path, model_path):
+    Image.fromarray(blob_image()).save(tmp_path / "a.png")
+    results = tmp_path / "new" / "deeper" / "r.jsonl"
+    assert run_cli(model_path, tmp_path / "a.png", "-o", tmp_path / "out", "--results",
+                   results, "-q") == cli.EXIT_OK
+    (record,) = read_results(results)
+    assert Path(record["overlay"]).parent == tmp_path / "out"
+
+
+@pytest.mark.parametrize("output,results,message", [
+    ("out", "a_folder", "is a folder"),  # --results names an existing folder
+    ("out", "a_file/r.jsonl", "cannot create results folder"),  # its folder is a file
+    ("a_file", None, "cannot create output folder"),  # --output is a file
+    ("a_file/sub", None, "cannot create output folder"),
+])
+def test_bad_output_paths_exit_2_before_any_work(tmp_path, model_path, capsys, output, results,
+                                                  message):
+    Image.fromarray(blob_image()).save(tmp_path / "a.png")
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "a_file").write_text("in the way")
+    extra = [] if results is None else ["--results", tmp_path / results]
+    status = run_cli(model_path, tmp_path / "a.png", "-o", tmp_path / output, *extra)
+    err = capsys.readouterr().err
+    assert status == cli.EXIT_BAD_INPUT
+    assert err.startswith("dlheatmap: error:") and message in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not list(tmp_path.rglob("*_grad_cam.png"))  # no image was processed
+
+
+def test_interrupt_exits_130_and_keeps_the_results_so_far(tmp_path, model_path):
+    """SIGINT in the middle of a long run: one line on stderr, exit status 130, and the
+    results file holds whole JSON lines for the images done before it."""
+    import signal
+    import time
+
+    images = tmp_path / "images"
+    images.mkdir()
+    count = 200  # about 20 ms each: seconds of work after the first line appears
+    for index in range(count):
+        Image.fromarray(blob_image()).save(images / f"{index:03d}.png")
+    results = tmp_path / "out" / "results.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dlheatmap.cli", str(model_path), str(images), "-o",
+         str(tmp_path / "out"), "--batch-size", "1", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (results.is_file() and results.read_text()) and process.poll() is None:
+            assert time.monotonic() < deadline, "no result line within 60 s"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == cli.EXIT_INTERRUPTED, err
+    assert err.strip().splitlines()[-1] == "dlheatmap: interrupted" and "Traceback" not in err
+    records = read_results(results)  # whole lines only: each one parses
+    assert 1 <= len(records) < count
+    assert all(Path(record["overlay"]).is_file() for record in records)
+
+
+@pytest.mark.parametrize("method", ["saliency", "eigen_cam", "grad_cam_plus_plus"])
+def test_target_class_for_a_batch_of_images_with_an_explain_method(tmp_path, model_path,
+                                                                    method):
+    """--target-class names one class for every image of a batch, for explain()'s methods as
+    for HALCON's; each record explains that class with its own probability."""
+    images = tmp_path / "images"
+    images.mkdir()
+    blobs = [blob_image(), blob_image(rows=(30, 45), value=200), blob_image(background=90)]
+    for index, image in enumerate(blobs):
+        Image.fromarray(image).save(images / f"{index}.png")
+    out = tmp_path / "out"
+    status = run_cli(model_path, images, "-o", out, "--method", method, "--target-class", "1",
+                     "--class-names", "bright,dark", "--range-min", "0", "--range-max", "1",
+                     "-q")
+    assert status == cli.EXIT_OK
+    records = read_results(out / "results.jsonl")
+    assert len(records) == len(blobs)
+    for record, image in zip(records, blobs, strict=True):
+        _, small, _ = expected_heatmap(image)
+        assert record["class_id"] == 1 and record["class_name"] == "dark"
+        # class 0 has probability sigmoid(2 * mean) (see the module docstring)
+        assert record["confidence"] == pytest.approx(1 / (1 + np.exp(2 * small.mean())),
+                                                     rel=1e-5)
+        assert record["top_classes"][0]["class_id"] == 0  # the top class is not the one asked
+
+
+def test_explain_runner_takes_halcons_target_classes(model_path):
+    """The runners take gen_dl_model_heatmap's TargetClasses: none, an ID, or a one-element
+    list, meaning that class for every sample; more than one is 1404, as for HALCON."""
+    import dlheatmap as dl
+
+    model = dl.read_dl_model(model_path)
+    samples = [{"image": np.full((SIZE, SIZE), value, np.float32)} for value in (0.2, 0.7)]
+    run = cli.METHODS["saliency"].run
+    for targets, expected in (([1], 1), (1, 1), ((0,), 0), ([], 0), (None, 0)):
+        results = run(model, samples, targets, {})
+        assert [cli.heatmap_entry(result)[0] for result in results] == [expected] * 2
+    with pytest.raises(dl.HOperatorError) as info:
+        run(model, samples, [0, 1], {})
+    assert info.value.error_code == 1404
 
 
 def test_non_classifier_is_refused(tmp_path, capsys):
@@ -207,6 +314,31 @@ def test_help_reads_well(capsys):
                    "results.jsonl", "exit status", "examples:"):
         assert phrase in text
     assert max(len(line) for line in text.splitlines()) <= 100
+
+
+def test_help_lists_halcon_methods_first_then_grad_cam_relatives(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    order = ["grad_cam", "guided_grad_cam", "grad_cam_plus_plus", "xgrad_cam", "layer_cam",
+             "hires_cam", "score_cam", "eigen_cam", "saliency", "guided_backprop"]
+    assert sorted(order) == sorted(cli.METHODS)
+    positions = [text.index(f" {name}: ") for name in order]
+    assert positions == sorted(positions)
+
+
+def test_explain_layer_methods_take_the_relu_after_a_conv(tmp_path, model_path):
+    """LayerCAM at the Relu of the identity model: the gradient of class 0 is the same
+    positive number everywhere, so the map is the Relu's output, the preprocessed image."""
+    image = blob_image()
+    Image.fromarray(image).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert run_cli(model_path, tmp_path / "a.png", "-o", out, "--method", "layer_cam",
+                   "--target-conv-layer", "relu", "--range-min", "0", "--range-max", "1",
+                   "-q") == cli.EXIT_OK
+    (record,) = read_results(out / "results.jsonl")
+    heat, _, _ = expected_heatmap(image)
+    assert record["heatmap"]["mean"] == pytest.approx(heat.mean(), rel=1e-5)
 
 
 def test_adding_a_method_is_one_entry(tmp_path, model_path, monkeypatch):

@@ -219,3 +219,68 @@ def test_all_schemes_render():
         picture = render_heatmap(np.zeros((8, 8)), np.linspace(0, 1, 64).reshape(8, 8), "cam",
                                  scheme, None, min_size=8)
         assert picture.dtype == np.uint8 and picture.shape == (8, 8, 3)
+
+
+# --- legend text: titles, and room for it on narrow pictures ---------------------------------
+
+TITLES = {"grad_cam": "Grad-CAM", "guided_grad_cam": "Guided Grad-CAM",
+          "grad_cam_plus_plus": "Grad-CAM++", "score_cam": "Score-CAM",
+          "xgrad_cam": "XGrad-CAM", "layer_cam": "LayerCAM", "hires_cam": "HiResCAM",
+          "eigen_cam": "Eigen-CAM", "saliency": "Saliency", "guided_backprop": "Guided Backprop"}
+
+
+def test_every_method_has_its_human_title_in_the_legend():
+    from dlheatmap.methods import METHODS
+
+    assert set(METHODS) == set(TITLES)  # a new method needs a title here too
+    for name, title in TITLES.items():
+        assert Legend(name, "dent", 3, 0.5, "hot").lines()[0] == f"{title} (hot)"
+        assert Legend(name, "dent", 3, None).lines() == [title, "Class: dent (ID 3)"]
+    assert Legend("my_method", "a", 0, None).lines()[0] == "my method"  # CLI-only methods
+
+
+def _ink(pixels: np.ndarray) -> np.ndarray:
+    """Where black legend text (anti-aliased) lies on the white band."""
+    return pixels.astype(int).sum(axis=-1) < 3 * 200
+
+
+def _ink_width(text: str, size: int) -> int:
+    """The ink width of ``text`` drawn alone by Pillow in the legend's font."""
+    from PIL import ImageDraw, ImageFont
+
+    canvas = Image.new("RGB", (40 * size, 3 * size), "white")
+    ImageDraw.Draw(canvas).text((size, size), text, fill=(0, 0, 0),
+                                font=ImageFont.load_default(size=size))
+    columns = np.where(_ink(np.asarray(canvas)).any(axis=0))[0]
+    return int(columns[-1] - columns[0] + 1)
+
+
+@pytest.mark.parametrize("width", [40, 96])
+def test_legend_of_a_narrow_picture_is_not_cut(width):
+    """A tall, thin image (longer side >= 320, so not enlarged) is too narrow for its legend
+    in the smallest font (11 px): the canvas grows so that the longest line shows in full and
+    the colour bar's labels keep apart, and the picture itself is kept, centred."""
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (512, width, 3), dtype=np.uint8)
+    heat = rng.uniform(0, 1, (512, width))
+    legend = Legend("grad_cam_plus_plus", "ring", 1, 0.523, "jet")
+    picture = render_heatmap(image, heat, "cam", "jet", legend)
+    plain = render_heatmap(image, heat, "cam", "jet", None)
+    offset = (picture.shape[1] - width) // 2
+    np.testing.assert_array_equal(picture[:512, offset:offset + width], plain)
+    assert (picture[:512, :offset] == 255).all() and (picture[:512, offset + width:] == 255).all()
+
+    band = picture[512:]
+    coloured = np.where((np.abs(band[..., 0].astype(int) - band[..., 2]) > 100).any(axis=1))[0]
+    text, labels = _ink(band[:coloured[0] - 1]), _ink(band[coloured[-1] + 2:])
+    columns = np.where(text.any(axis=0))[0]
+    longest = max(_ink_width(line, 11) for line in legend.lines())
+    assert columns[-1] - columns[0] + 1 == longest  # nothing cut off
+    assert columns[-1] < picture.shape[1] - 3  # and a white margin after it
+
+    low, high = _ink_width("0 (low)", 11), _ink_width("1 (high)", 11)
+    label_columns = np.where(labels.any(axis=0))[0]
+    low_end = label_columns[0] + low  # first column after "0 (low)"
+    after = label_columns[label_columns >= low_end]
+    assert after[0] >= low_end + 5  # a clear gap before "1 (high)"
+    assert after[-1] - after[0] + 1 == high and after[-1] < picture.shape[1] - 3

@@ -425,13 +425,14 @@ def test_guided_backprop_matches_captum(tiny_setup):
 
 
 def test_guided_grad_cam_matches_captum(tiny_setup):
-    """captum's GuidedGradCam upsamples with 'nearest' by default (here: 'bilinear', the
-    half-pixel-centre convention of dlheatmap) and applies the ReLU to the Grad-CAM map at the
-    layer's resolution, before upsampling; dlheatmap (as its HALCON 'guided_grad_cam') applies
-    it after. The two agree wherever upsampling mixes layer pixels of one sign only: the
-    comparison is made there (most of the image), and nowhere else may dlheatmap be larger
-    in magnitude."""
-    from captum.attr import GuidedGradCam, LayerGradCam
+    """captum's GuidedGradCam (here with 'bilinear' upsampling: half-pixel centres, as
+    dlheatmap's) applies the ReLU to the Grad-CAM map at the layer's resolution, before
+    upsampling; dlheatmap (as its HALCON 'guided_grad_cam') applies it after. The two differ
+    only where upsampling mixes layer pixels of both signs: there ReLU-after is smaller,
+    ``relu(mix) <= mix(relu)``. So every pixel is checked against captum's own parts, guided
+    backpropagation times its Grad-CAM map: captum's result composed ReLU first, dlheatmap's
+    ReLU last; and both agree wherever the order makes no difference."""
+    from captum.attr import GuidedBackprop, GuidedGradCam, LayerGradCam
 
     _path, model, module, images, targets = tiny_setup
     layer_module = producing(module, model.info.by_name[LAYER].output)
@@ -439,16 +440,42 @@ def test_guided_grad_cam_matches_captum(tiny_setup):
     theirs = GuidedGradCam(module, layer_module).attribute(x, target=target,
                                                            interpolate_mode="bilinear")
     theirs = theirs.detach().numpy().transpose(0, 2, 3, 1)
+    guided = GuidedBackprop(module).attribute(x, target=target)
+    guided = guided.detach().numpy().transpose(0, 2, 3, 1).astype(np.float64)
     raw = LayerGradCam(module, layer_module).attribute(x, target=target,
                                                        relu_attributions=False)
     raw = raw[:, 0].detach().numpy().astype(np.float64)
-    relu_first, relu_last = bilinear(np.maximum(raw, 0), 32, 32), np.maximum(bilinear(
-        raw, 32, 32), 0)
-    same = np.isclose(relu_first, relu_last, rtol=1e-6, atol=1e-12)
-    assert same.mean() > 0.5
+    relu_first = bilinear(np.maximum(raw, 0), 32, 32)[..., None]
+    relu_last = np.maximum(bilinear(raw, 32, 32), 0)[..., None]
+    close_to(theirs, guided * relu_first, rel=1e-5)  # captum is what it says, on all pixels
+
     ours = explain(model, images, "guided_grad_cam", targets=targets).heatmaps[:, 0]
-    close_to(np.where(same[..., None], ours, 0), np.where(same[..., None], theirs, 0))
-    assert (np.abs(ours) <= np.abs(theirs) + 1e-12).all()  # ReLU last never adds energy
+    close_to(ours, guided * relu_last, rel=1e-5)  # every pixel
+    same = np.isclose(relu_first, relu_last, rtol=1e-6, atol=1e-12)[..., 0]
+    assert 0.5 < same.mean() < 1  # both kinds of pixel occur in this test
+    close_to(np.where(same[..., None], ours, 0), np.where(same[..., None], theirs, 0),
+             rel=1e-5)
+    for a, b in zip(ours, theirs, strict=True):  # ReLU last never adds energy
+        assert (np.abs(a) <= np.abs(b) + 1e-5 * np.abs(b).max()).all()
+
+
+@pytest.mark.parametrize("layer", [None, "/4/Conv"])
+def test_guided_grad_cam_equals_halcon_operator(tiny_setup, layer):
+    """explain's 'guided_grad_cam' is HALCON's gen_dl_model_heatmap 'guided_grad_cam' (whose
+    formula tests/test_heatmap.py checks against captum on every pixel): same model, images,
+    class and layer, no normalisation on either side."""
+    _path, model, _module, images, targets = tiny_setup
+    ours = explain(model, images, "guided_grad_cam", targets=targets, layer=layer).heatmaps
+    gen_param = {"target_conv_layer": layer} if layer else {}
+    peaks = []
+    for image, target, heat in zip(images, targets, ours[:, 0], strict=True):
+        (result,) = dl.gen_dl_model_heatmap(model, [{"image": image}], "guided_grad_cam",
+                                            [int(target)], gen_param)
+        (halcon,) = result["heatmap_guided_grad_cam"].values()
+        assert halcon.shape == heat.shape == image.shape
+        peaks.append(np.abs(halcon).max())  # 0 where the class's Grad-CAM is all negative
+        np.testing.assert_allclose(heat, halcon, rtol=0, atol=1e-6 * peaks[-1])
+    assert max(peaks) > 0
 
 
 def test_l2_gradients_only_rescale_grad_cam(tiny_setup):

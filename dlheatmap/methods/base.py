@@ -40,6 +40,8 @@ class Method:
     """What an explanation method needs and returns (class attributes only)."""
 
     name: ClassVar[str]
+    #: The name people know the method by, for legends ("Grad-CAM++", "Score-CAM").
+    title: ClassVar[str]
     #: 'map': one H x W map per target; 'image': an H x W x C image per target.
     kind: ClassVar[str] = "map"
     #: Works on a layer's activations (the ``layer`` argument of ``explain`` applies).

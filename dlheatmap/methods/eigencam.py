@@ -30,6 +30,7 @@ class EigenCAM(CAMMethod):
     """
 
     name = "eigen_cam"
+    title = "Eigen-CAM"
     needs_gradients = False
     class_specific = False
 

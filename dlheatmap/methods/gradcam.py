@@ -23,6 +23,7 @@ class GradCAM(CAMMethod):
     """
 
     name = "grad_cam"
+    title = "Grad-CAM"
 
     def __init__(self, l2_gradients: bool = False):
         self.l2_gradients = l2_gradients

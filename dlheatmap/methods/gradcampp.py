@@ -17,6 +17,7 @@ class GradCAMPlusPlus(CAMMethod):
     """
 
     name = "grad_cam_plus_plus"
+    title = "Grad-CAM++"
 
     def channel_weights(self, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
         g = gradients.astype(np.float64)

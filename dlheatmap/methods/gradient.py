@@ -37,6 +37,7 @@ class Saliency(InputGradientMethod):
     """
 
     name = "saliency"
+    title = "Saliency"
 
     def __init__(self, reduce: str = "abs_max"):
         if reduce not in REDUCTIONS:
@@ -54,6 +55,7 @@ class GuidedBackprop(InputGradientMethod):
     passes back only positive gradients at positive inputs. An image per target."""
 
     name = "guided_backprop"
+    title = "Guided Backprop"
     kind = "image"
     input_gradients = "guided"
     default_normalize = "none"
@@ -68,6 +70,7 @@ class GuidedGradCAM(Method):
     upsampled to the image with negatives set to 0 (as HALCON's 'guided_grad_cam')."""
 
     name = "guided_grad_cam"
+    title = "Guided Grad-CAM"
     kind = "image"
     input_gradients = "guided"
     default_normalize = "none"

@@ -12,6 +12,7 @@ class LayerCAM(CAMMethod):
     """Map = sum over channels of ReLU(gradient) x activation, position by position."""
 
     name = "layer_cam"
+    title = "LayerCAM"
 
     def __call__(self, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
         return (np.maximum(gradients, 0) * activations).sum(axis=1, dtype=np.float32)

@@ -37,6 +37,7 @@ class ScoreCAM(CAMMethod):
     """
 
     name = "score_cam"
+    title = "Score-CAM"
     needs_gradients = False
     needs_forward = True
     default_score = "probability"

@@ -15,6 +15,7 @@ class XGradCAM(CAMMethod):
     """
 
     name = "xgrad_cam"
+    title = "XGrad-CAM"
 
     def channel_weights(self, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
         weighted = (activations.astype(np.float64) * gradients).sum(axis=(2, 3))
