@@ -6,6 +6,7 @@ What each parameter is, its type, allowed values and whether it may be set all c
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -92,24 +93,41 @@ def validate_value(
     spec = load_spec().parameters[name]
     if not is_settable(spec, info):
         raise HOperatorError(READ_ONLY, f"parameter {name!r} cannot be set on this model", operator)
-    values = _as_values(spec, value, operator, position)
-    for item in values:
-        _check_item(spec, item, operator, position)
-    values = [float(v) if spec.value_type == "real" else normalise_value(v) for v in values]
+    values = [_checked(spec, item, operator, position)
+              for item in _as_values(spec, value, operator, position)]
     expected = spec.count or (len(params.class_ids) if name.startswith("class_") else None)
     if spec.multiple and expected is not None and len(values) != expected:
         raise wrong_count(
             position, f"{name} needs {expected} values, got {len(values)}", operator
         )
     if name == "class_ids" and len(set(values)) != len(values):
-        raise HOperatorError(CLASS_IDS_NOT_UNIQUE, f"class_ids {values} repeat an ID", operator)
+        raise HOperatorError(CLASS_IDS_NOT_UNIQUE, f"class_ids {short_repr(values)} repeat an ID",
+                             operator)
     if name == "image_dimensions":
         changes = dict(zip(_DIMENSIONS, values, strict=True))
         _keep_fixed_dimensions(changes, info, params, operator)
         return changes
+    if name in _RANGE:
+        _keep_range_ordered(name, values[0], params, operator, position)
     if spec.multiple:
         return {name: tuple(values)}
     return {name: values[0]}
+
+
+_RANGE = ("image_range_min", "image_range_max")
+
+
+def _keep_range_ordered(
+    name: str, value: float, params: ModelParams, operator: str, position: int
+) -> None:
+    """image_range_min must stay below image_range_max: preprocessing maps grey values onto
+    that interval, and refusing here names the call that broke it, not a later one."""
+    low = value if name == "image_range_min" else params.image_range_min
+    high = value if name == "image_range_max" else params.image_range_max
+    if low >= high:
+        raise wrong_value(
+            position, f"{name}: image_range_min ({low:g}) must be below image_range_max "
+            f"({high:g})", operator)
 
 
 def _keep_fixed_dimensions(
@@ -133,19 +151,50 @@ def _as_values(spec: ParameterSpec, value: Any, operator: str, position: int) ->
     return values
 
 
-def _check_item(spec: ParameterSpec, item: Any, operator: str, position: int) -> None:
+def _checked(spec: ParameterSpec, item: Any, operator: str, position: int) -> Any:
+    """One value of ``spec``'s type, within its bounds, as it is stored."""
     if not _has_type(item, spec.value_type):
         raise wrong_type(
-            position, f"{spec.name} takes {spec.value_type} values, got {item!r}", operator
-        )
+            position, f"{spec.name} takes {spec.value_type} values, got {short_repr(item)}",
+            operator)
     if spec.values is not None and item not in spec.values:
         raise wrong_value(
-            position, f"{spec.name} must be one of {list(spec.values)}, got {item!r}", operator
-        )
+            position, f"{spec.name} must be one of {list(spec.values)}, got {short_repr(item)}",
+            operator)
     if spec.min is not None and item < spec.min:
-        raise wrong_value(position, f"{spec.name} must be >= {spec.min}, got {item!r}", operator)
-    if spec.value_type == "real" and not np.isfinite(item):
-        raise wrong_value(position, f"{spec.name} must be finite, got {item!r}", operator)
+        raise wrong_value(
+            position, f"{spec.name} must be >= {spec.min}, got {short_repr(item)}", operator)
+    if spec.max is not None and item > spec.max:
+        raise wrong_value(
+            position, f"{spec.name} must be <= {spec.max}, got {short_repr(item)}", operator)
+    if spec.value_type == "real":
+        return _finite_float(spec.name, item, operator, position)
+    return normalise_value(item)
+
+
+def _finite_float(name: str, item: Any, operator: str, position: int) -> float:
+    """A real number (int, float, Fraction, numpy scalar) as the float it is stored as.
+
+    NaN, infinities and numbers beyond float's range (10**400) have no such float: 1303.
+    """
+    try:
+        number = float(item)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise wrong_value(
+            position, f"{name} must be a finite number within float's range, got "
+            f"{short_repr(item)}", operator)
+    return number
+
+
+def short_repr(value: Any) -> str:
+    """``repr`` for messages, short; Python refuses to print integers of over 4300 digits."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"<{type(value).__name__} too large to print>"
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
 
 
 def _has_type(item: Any, value_type: str) -> bool:

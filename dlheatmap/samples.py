@@ -43,7 +43,8 @@ def images_from_samples(
     expected = (params.image_height, params.image_width, params.image_num_channels)
     # Validate every image before allocating the batch: a wrong call must not first try to
     # allocate image_height x image_width of a (possibly huge) model input.
-    images = [_image(sample, index, expected, operator, position)
+    name = _parameter_name(operator, position)
+    images = [_image(sample, f"{name}: sample {index}", expected, operator, position)
               for index, sample in enumerate(samples)]
     batch = np.empty((len(samples), *expected), np.float32)
     for index, image in enumerate(images):
@@ -51,23 +52,25 @@ def images_from_samples(
             batch[index] = image
         if not np.isfinite(batch[index]).all():
             raise wrong_value(
-                position, f"sample {index}: image values exceed the float32 range", operator)
+                position, f"{name}: sample {index}: image values exceed the float32 range",
+                operator)
     return batch
 
 
-def _image(sample: Mapping, index: int, expected: tuple, operator: str, position: int):
+def _image(sample: Mapping, where: str, expected: tuple, operator: str, position: int):
+    """The sample's image, checked; ``where`` names it in messages ('DLSample: sample 0')."""
     if "image" not in sample:
-        raise HOperatorError(INPUTS_MISSING, f"sample {index} has no 'image' entry", operator)
+        raise HOperatorError(INPUTS_MISSING, f"{where} has no 'image' entry", operator)
     image = sample["image"]
     if not isinstance(image, np.ndarray):
         raise wrong_type(
-            position, f"sample {index}: 'image' must be a numpy array, got {_kind(image)}",
+            position, f"{where}: 'image' must be a numpy array, got {_kind(image)}",
             operator)
     image = np.asarray(image)  # subclasses (np.matrix) would not take a channel axis
     if not np.issubdtype(image.dtype, np.floating):
         raise wrong_value(
             position,
-            f"sample {index}: image type {image.dtype} is not real; convert it "
+            f"{where}: image type {image.dtype} is not real; convert it "
             "(preprocess_dl_samples does) to float32",
             operator,
         )
@@ -76,12 +79,12 @@ def _image(sample: Mapping, index: int, expected: tuple, operator: str, position
     if image.ndim != 3 or image.shape != expected:
         raise wrong_value(
             position,
-            f"sample {index}: image of shape {image.shape} does not match the model's "
+            f"{where}: image of shape {image.shape} does not match the model's "
             f"height x width x channels {expected}",
             operator,
         )
     if not np.isfinite(image).all():
-        raise wrong_value(position, f"sample {index}: image contains NaN or Inf", operator)
+        raise wrong_value(position, f"{where}: image contains NaN or Inf", operator)
     return image
 
 

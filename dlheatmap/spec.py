@@ -1,7 +1,13 @@
 """The operator surface as data, read from ``spec/operators.toml``.
 
-The same file drives the operators' validation and the conformance tests, so the two cannot
-drift apart.
+The code reads from it: each operator's control parameters in HALCON's order (messages name
+the samples parameter by position), apply_dl_model's result keys, the heatmap methods and
+result key names, the GenParam keys with their methods, allowed values and defaults, and for
+every model parameter its type, count, allowed values, minimum, maximum and settability, and
+the defaults of image_range_min, image_range_max, runtime and gpu. Error codes are not read
+from it: the operators raise them in code. The ``[[rules]]`` rows (each with the code a bad
+call must raise) are read only by tests/test_conformance.py, one test per row, and by
+:func:`rules_markdown`, which generates spec/validation.md.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class ParameterSpec:
     count: int | None = None
     values: tuple[Any, ...] | None = None
     min: float | None = None
+    max: float | None = None
     default: Any = None
     doc: str = ""
 
@@ -101,6 +108,7 @@ def load_spec() -> Spec:
             count=entry.get("count"),
             values=tuple(entry["values"]) if "values" in entry else None,
             min=entry.get("min"),
+            max=entry.get("max"),
             default=entry.get("default"),
             doc=entry.get("doc", ""),
         )
@@ -152,19 +160,20 @@ def rules_markdown() -> str:
 def _parameter_table(spec: Spec) -> list[str]:
     lines = ["", "## Model parameters (get_dl_model_param / set_dl_model_param)", "",
              "Setting a parameter that is not settable raises 7788; a value of the wrong type",
-             "1203, outside the allowed values or below the minimum 1303, a wrong number of",
-             "values 1403.", "",
-             "| Parameter | Type | Values | Settable | Allowed | Min |",
-             "|---|---|---|---|---|---|"]
+             "1203, outside the allowed values, below the minimum or above the maximum 1303, a",
+             "wrong number of values 1403.", "",
+             "| Parameter | Type | Values | Settable | Allowed | Min | Max |",
+             "|---|---|---|---|---|---|---|"]
     for name, entry in spec.parameters.items():
         count = entry.count or ("one per class" if name.startswith("class_") else "any")
         values = f"tuple ({count})" if entry.multiple else "single"
         allowed = ", ".join(f"'{value}'" for value in entry.values) if entry.values else ""
         minimum = "" if entry.min is None else f"{entry.min:g}"
+        maximum = "" if entry.max is None else str(entry.max)
         settable = {"when_symbolic": "where the ONNX file leaves the dimension symbolic"}.get(
             entry.settable, entry.settable)
         lines.append(f"| `{name}` | {entry.value_type} | {values} | {settable} | {allowed} | "
-                     f"{minimum} |")
+                     f"{minimum} | {maximum} |")
     return lines
 
 

@@ -3,7 +3,8 @@
 Format (spec/decisions.md): a header line, then per node in graph order
 ``ID; NAME; TYPE; OUTPUT SHAPE; NUM PARAMS; CONNECTED NODES``, where OUTPUT SHAPE is
 width x height x depth of the node's first output and CONNECTED NODES lists the IDs of the
-nodes that consume any of its outputs, comma-separated ('-' if none).
+nodes that consume any of its outputs, comma-separated ('-' if none). Tensors still in an
+NHWC image input's layout (before its Transpose to NCHW) are read as N x H x W x C.
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ from dlheatmap.model import Model
 HEADER = "ID; NAME; TYPE; OUTPUT SHAPE; NUM PARAMS; CONNECTED NODES"
 
 
-def format_shape(shape: tuple | None) -> str:
-    """width x height x depth of an N x C x H x W (or N x C, N x C x L) tensor."""
+def format_shape(shape: tuple | None, layout: str = "NCHW") -> str:
+    """width x height x depth of an N x C x H x W (or N x C, N x C x L) tensor, or of an
+    N x H x W x C one with ``layout`` 'NHWC'."""
     if shape is None:
         return "?"
+    if layout == "NHWC" and len(shape) == 4:
+        _, height, width, depth = shape
+        return f"{width}x{height}x{depth}"
     dims = list(shape[1:]) if len(shape) >= 2 else list(shape)
     if len(dims) == 3:  # C, H, W
         depth, height, width = dims
@@ -45,7 +50,8 @@ def summary_lines(model: Model) -> list[str]:
     lines = [HEADER]
     for layer in model.info.layers:
         consumers = ",".join(str(index) for index in layer.consumers) or "-"
-        shape = format_shape(shapes.get(layer.output))
+        layout = "NHWC" if layer.output in model.info.nhwc_tensors else "NCHW"
+        shape = format_shape(shapes.get(layer.output), layout)
         lines.append(
             f"{layer.index}; {layer.name}; {layer.kind}; {shape}; {layer.num_params}; {consumers}"
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +256,29 @@ def unrunnable_path() -> Path:
     return _save("unrunnable", graph)
 
 
+def nan_weights_path() -> Path:
+    """The helper classifier with a NaN in its last layer's bias: every output is NaN, also
+    for an all-zero image (what check_outputs reports as broken weights, 7801)."""
+    inits, nodes = [], []
+    _head(_trunk("image", inits, nodes), inits, nodes, "scores")
+    (index,) = [i for i, init in enumerate(inits) if init.name == "scores.fc.b"]
+    inits[index] = numpy_helper.from_array(np.array([0.0, np.nan, 0.0], np.float32),
+                                           "scores.fc.b")
+    graph = helper.make_graph(nodes, "nan_weights", [_tensor("image", ["N", 3, 8, 8])],
+                              [_tensor("scores", ["N", 3])], inits)
+    return _save("nan_weights", graph)
+
+
+def declares_seven_classes_path() -> Path:
+    """The helper classifier, whose Gemm returns 3 scores, with its output declared as [N, 7]:
+    onnx.checker does not infer shapes and onnxruntime runs it, returning 3 scores."""
+    inits, nodes = [], []
+    _head(_trunk("image", inits, nodes), inits, nodes, "scores")
+    graph = helper.make_graph(nodes, "declares_seven", [_tensor("image", ["N", 3, 8, 8])],
+                              [_tensor("scores", ["N", 7])], inits)
+    return _save("declares_seven", graph)
+
+
 # --- valid default calls, per operator (HALCON parameter name -> value) ----------------------
 
 def default_call(operator: str) -> Args:
@@ -403,6 +427,15 @@ class Fixtures:
             "non_conv_layer": _layer_of(tiny_path, _first_layer("Relu")),
             "conv_1x1_layer": _layer_of(conv_1x1_path, CONV_1X1),
             "class_id_array_pair": lambda args: np.array([0, 1]),
+            "class_id_bytes": lambda args: b"\x01",
+            "class_id_bytearray": lambda args: bytearray(b"\x01"),
+            "huge_integer": lambda args: 10**400,
+            "decimal_value": lambda args: Decimal("0.5"),
+            "nan_weights_model": _with_model(nan_weights_path),
+            "declares_seven_classes_model": _with_model(declares_seven_classes_path),
+            # finite float32 pixels that no convolution can sum without overflowing
+            "sample_image_overflowing": lambda args: _sample_batch(
+                np.full((SIZE, SIZE, 3), 1e38, np.float32)),
         }
 
     def names(self) -> set[str]:

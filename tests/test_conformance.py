@@ -234,18 +234,28 @@ def _check_values(handle: dl.Model, name: str, entry, current: list) -> None:
     if entry.values:
         _refused(handle, name, "not_" + entry.values[0], 1303)
     if entry.min is not None:
-        lowest = int(entry.min)
-        for index in range(len(current)):
-            if name == "image_dimensions" and index == 2:
-                continue  # the channel count is fixed on both models
-            _refused(handle, name, value(_replaced(current, index, lowest - 1)), 1303)
-            dl.set_dl_model_param(handle, name, value(_replaced(current, index, lowest)))
-            assert dl.get_dl_model_param(handle, name) == _replaced(current, index, lowest)
-            dl.set_dl_model_param(handle, name, value(current))
+        _check_bound(handle, name, entry, current, int(entry.min), int(entry.min) - 1)
+    if entry.max is not None:
+        _check_bound(handle, name, entry, current, int(entry.max), int(entry.max) + 1)
     if name == "class_ids":
         dl.set_dl_model_param(handle, name, current[::-1])
         assert dl.get_dl_model_param(handle, name) == current[::-1]
         _refused(handle, name, current[:1] * len(current), 7792)
+
+
+def _check_bound(handle: dl.Model, name: str, entry, current: list, bound: int,
+                 outside: int) -> None:
+    """Each value may be ``bound`` (the declared min or max) but not ``outside`` it (1303)."""
+    def value(items: list):
+        return items if entry.multiple else items[0]
+
+    for index in range(len(current)):
+        if name == "image_dimensions" and index == 2:
+            continue  # the channel count is fixed on both models
+        _refused(handle, name, value(_replaced(current, index, outside)), 1303)
+        dl.set_dl_model_param(handle, name, value(_replaced(current, index, bound)))
+        assert dl.get_dl_model_param(handle, name) == _replaced(current, index, bound)
+        dl.set_dl_model_param(handle, name, value(current))
 
 
 def _replaced(items: list, index: int, new: Any) -> list:

@@ -331,6 +331,18 @@ def test_tf2onnx_like_nhwc_input_is_detected(tmp_path, normalise_first):
     assert guided_maps(model, imgs[:1]).shape == (1, 16, 16, 3)
 
 
+def test_summary_shapes_follow_each_tensors_layout_in_an_nhwc_graph(tmp_path):
+    """Before the Transpose the tensors are N x H x W x C, after it N x C x H x W; 'summary'
+    writes width x height x depth for both. The image is 16 wide and 12 high, with 3 channels;
+    the convolution has 4 filters and the head 3 classes (tf2onnx_like)."""
+    path = save(tf2onnx_like(True, dims=("N", 12, 16, 3)), tmp_path)
+    summary = dl.get_dl_model_param(dl.read_dl_model(path), "summary")
+    shapes = {line.split("; ")[1]: line.split("; ")[3] for line in summary[1:]}
+    assert shapes == {"sub": "16x12x3", "div": "16x12x3", "transpose": "16x12x3",
+                      "conv": "16x12x4", "relu": "16x12x4", "pool": "1x1x4",
+                      "flatten": "1x1x4", "fc": "1x1x3", "softmax": "1x1x3"}
+
+
 def test_layout_detection_rules():
     # a Transpose that is not NHWC -> NCHW does not make the input NHWC
     swap = tf2onnx_like(False, perm=(0, 1, 3, 2), dims=("N", 3, 16, 16))

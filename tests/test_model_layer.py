@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 import onnx
@@ -176,3 +179,180 @@ def test_runtime_gpu_falls_back_to_cpu(tiny_path, rng):
         assert c["classification_class_ids"] == b["classification_class_ids"]
         (ha,), (hb,) = a["heatmap_grad_cam"].values(), b["heatmap_grad_cam"].values()
         np.testing.assert_allclose(ha, hb, atol=tolerance)
+
+
+# --- class names from metadata_props ---------------------------------------------------------
+
+def _with_metadata(source, tmp_path, value: str, key: str = "class_names"):
+    proto = onnx.load(source)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = key, value
+    path = tmp_path / "metadata.onnx"
+    onnx.save(proto, path)
+    return path
+
+
+NAMES = ["good", "scratch", "spot", "dent"]
+
+
+@pytest.mark.parametrize("value", [
+    '["good", "scratch", "spot", "dent"]',
+    "('good', 'scratch', 'spot', 'dent')",
+    '{"3": "dent", "1": "scratch", "0": "good", "2": "spot"}',
+    "{2: 'spot', 0: 'good', 3: 'dent', 1: 'scratch'}",
+    "good, scratch,\nspot, dent",
+], ids=["json-list", "python-tuple", "json-dict", "python-dict", "text"])
+def test_metadata_class_names_in_every_documented_form(tiny_path, tmp_path, value):
+    model = dl.read_dl_model(_with_metadata(tiny_path, tmp_path, value, key="labels"))
+    assert dl.get_dl_model_param(model, "class_names") == NAMES
+
+
+ODD_METADATA = {
+    "unhashable-key": "{[1]: 2}",
+    "mixed-keys": "{0:'a','x':'b',2:'c',3:'d'}",
+    "deep-nesting": "[" * 100000 + "]" * 100000,
+    "nested-names": "[[1], [2], [3], [4]]",
+    "names-as-keys": "{'a': 'w', 'b': 'x', 'c': 'y', 'd': 'z'}",
+    "index-twice": "{0: 'a', '0': 'b', 2: 'c', 3: 'd'}",
+    "none-in-list": "['a', None, 'c', 'd']",
+    "broken-list": "[a, b, c, d",
+}
+
+
+@pytest.mark.parametrize("value", list(ODD_METADATA.values()), ids=list(ODD_METADATA))
+def test_odd_metadata_class_names_fall_back_to_the_class_ids(tiny_path, tmp_path, value):
+    """Unreadable or odd metadata never fails read_dl_model: the names are the IDs."""
+    model = dl.read_dl_model(_with_metadata(tiny_path, tmp_path, value))
+    assert dl.get_dl_model_param(model, "class_names") == ["0", "1", "2", "3"]
+
+
+def test_metadata_dict_of_twelve_classes_is_in_numeric_order(tmp_path):
+    """Keys '0' .. '11' are indices: 'c2' comes before 'c10', whatever the text's order."""
+    names = [f"c{index}" for index in range(12)]
+    source = models.linear_onnx(np.zeros((16, 12), np.float32), tmp_path / "twelve.onnx")
+    backwards = list(reversed(list(enumerate(names))))
+    for text in (json.dumps({str(i): name for i, name in backwards}),
+                 repr({i: name for i, name in backwards}),
+                 repr({f" {i}": name for i, name in backwards})):
+        model = dl.read_dl_model(_with_metadata(source, tmp_path, text))
+        assert dl.get_dl_model_param(model, "class_names") == names, text
+
+
+# --- real and integer parameter values --------------------------------------------------------
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (Fraction(1, 3), 1 / 3), (Fraction(-254, 2), -127.0), (2, 2.0), (np.float32(0.25), 0.25),
+    (np.int16(-5), -5.0), (np.longdouble(1.5), 1.5),
+], ids=["fraction", "fraction-integral", "int", "float32", "int16", "longdouble"])
+def test_real_parameters_take_any_real_number_as_a_float(tiny, value, expected):
+    dl.set_dl_model_param(tiny, "image_range_min", value)
+    (stored,) = dl.get_dl_model_param(tiny, "image_range_min")
+    assert type(stored) is float and stored == expected
+
+
+def _refusal(model, name, value) -> dl.HOperatorError:
+    before = {param: dl.get_dl_model_param(model, param) for param in (
+        "image_width", "image_range_min", "image_range_max", "batch_size", "gpu", "runtime")}
+    with pytest.raises(dl.HOperatorError) as raised:
+        dl.set_dl_model_param(model, name, value)
+    assert name in str(raised.value)
+    assert {param: dl.get_dl_model_param(model, param) for param in before} == before
+    return raised.value
+
+
+@pytest.mark.parametrize(("name", "value", "code"), [
+    ("image_range_max", 10**400, 1303),  # beyond float's range
+    ("image_range_min", Fraction(10**400, 3), 1303),
+    ("image_range_min", -(10**5000), 1303),  # too long for Python to print
+    ("image_range_max", np.longdouble("1e400"), 1303),
+    ("image_range_min", Decimal("0.5"), 1203),  # a number, but not a numbers.Real
+    ("image_range_min", 1 + 0j, 1203),
+    ("gpu", 10**5000, 1303),
+    ("gpu", 2**31, 1303),
+    ("batch_size", 2**70, 1303),
+    ("runtime", 10**5000, 1203),
+], ids=["int-1e400", "fraction-1e400", "int-1e5000", "longdouble-1e400", "decimal", "complex",
+        "gpu-1e5000", "gpu-2**31", "batch-2**70", "runtime-int-1e5000"])
+def test_numbers_beyond_a_parameters_range_are_refused(tiny, name, value, code):
+    assert _refusal(tiny, name, value).error_code == code
+
+
+def test_size_beyond_its_maximum_is_refused_and_the_model_keeps_working():
+    """image_width 2**70 used to be stored and crash ONNX shape inference later."""
+    from tests import conformance_fixtures as cf
+
+    model = dl.read_dl_model(cf.symbolic_size_path())
+    for name, value in (("image_width", 2**70), ("image_height", 2**31),
+                        ("image_dimensions", [8, 2**40, 3])):
+        assert _refusal(model, name, value).error_code == 1303
+    dl.set_dl_model_param(model, "image_dimensions", [8, 8, 3])
+    assert dl.get_dl_model_param(model, "summary")[1].split("; ")[3] == "8x8x4"
+    (result,) = dl.apply_dl_model(model, {"image": np.zeros((8, 8, 3), np.float32)}, [])
+    assert len(result["classification_class_ids"]) == 3
+    dl.set_dl_model_param(model, "image_width", 2**31 - 1)  # the maximum itself is allowed
+    assert dl.get_dl_model_param(model, "image_width") == [2**31 - 1]
+
+
+def test_image_range_min_must_stay_below_image_range_max(tiny):
+    for name, value in (("image_range_min", 128.0), ("image_range_min", 500),
+                        ("image_range_max", -127.0), ("image_range_max", Fraction(-300))):
+        assert _refusal(tiny, name, value).error_code == 1303
+    # the range moves past its old bounds when the far bound is set first
+    dl.set_dl_model_param(tiny, "image_range_max", 300.0)
+    dl.set_dl_model_param(tiny, "image_range_min", 200.0)
+    params = dl.create_dl_preprocess_param_from_model(tiny, "none", "full_domain", [], [], [])
+    assert (params["image_range_min"], params["image_range_max"]) == (200.0, 300.0)
+
+
+# --- read_dl_model messages ----------------------------------------------------------------------
+
+def test_reading_a_directory_says_it_is_one(tmp_path):
+    with pytest.raises(dl.HOperatorError) as raised:
+        dl.read_dl_model(tmp_path)
+    assert raised.value.error_code == 7801
+    assert f"{str(tmp_path)!r} is a directory" in str(raised.value)
+    assert "no such file" not in str(raised.value)
+
+
+# --- 'summary' on a branching graph, field by field against the ONNX file ---------------------
+
+# HALCON layer kinds of the ops a torchvision ResNet exports to (BatchNorm is folded into the
+# convolutions), written out here rather than taken from dlheatmap/graph/layers.py.
+RESNET_KINDS = {"Conv": "convolution", "Relu": "activation", "MaxPool": "pooling",
+                "Add": "elementwise", "GlobalAveragePool": "pooling", "Flatten": "reshape",
+                "Gemm": "dense"}
+
+
+def _node_output_shapes(path, graph: onnx.GraphProto) -> dict[str, tuple]:
+    """Every node output's shape, as onnxruntime computes it for one 32 x 32 zero image."""
+    proto = onnx.load(path)
+    names = [node.output[0] for node in graph.node]
+    known = {output.name for output in proto.graph.output}
+    proto.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names
+                              if name not in known)
+    session = ort.InferenceSession(proto.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    values = session.run(names, {"image": np.zeros((1, 3, 32, 32), np.float32)})
+    return {name: value.shape for name, value in zip(names, values, strict=True)}
+
+
+def test_summary_of_a_branching_resnet_matches_its_onnx_graph():
+    path = models.torchvision_model("resnet18", size=32, num_classes=4)
+    graph = onnx.load(path).graph
+    lines = dl.get_dl_model_param(dl.read_dl_model(path), "summary")[1:]
+    fields = [line.split("; ") for line in lines]
+    assert len(fields) == len(graph.node)
+    floats = {init.name: int(np.prod(init.dims)) for init in graph.initializer
+              if init.data_type == onnx.TensorProto.FLOAT}
+    shapes = _node_output_shapes(path, graph)
+    for index, (node, field) in enumerate(zip(graph.node, fields, strict=True)):
+        readers = sorted(j for j, other in enumerate(graph.node)
+                         if set(other.input) & set(node.output))
+        _, c, *hw = shapes[node.output[0]]
+        height, width = hw if hw else (1, 1)
+        assert field == [str(index), node.name, RESNET_KINDS[node.op_type],
+                         f"{width}x{height}x{c}",
+                         str(sum(floats.get(name, 0) for name in node.input)),
+                         ",".join(map(str, readers)) or "-"], field
+    branching = [field for field in fields if "," in field[5]]
+    assert len(branching) >= 8  # every residual block's input feeds two nodes

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -94,6 +95,22 @@ class GraphInfo:
             for name in layer.inputs:
                 table.setdefault(name, []).append(layer)
         return table
+
+    @cached_property
+    def nhwc_tensors(self) -> frozenset[str]:
+        """Tensors laid out N x H x W x C: an NHWC image input and what element-wise ops make
+        of it before the Transpose to NCHW (tf2onnx, Keras). ONNX's Conv, pooling and the ops
+        after them are channels-first, so every other tensor is N x C x ..."""
+        image = self.image_input
+        if image is None or image.layout != "NHWC":
+            return frozenset()
+        found, frontier = {image.name}, [image.name]
+        while frontier:
+            for layer in self.consumers.get(frontier.pop(), []):
+                if layer.op_type in _LAYOUT_PRESERVING_OPS and layer.output not in found:
+                    found.add(layer.output)
+                    frontier.append(layer.output)
+        return frozenset(found)
 
     @cached_property
     def initializer_names(self) -> frozenset[str]:
@@ -372,18 +389,60 @@ def _metadata_class_names(model: onnx.ModelProto, num_classes: int | None) -> li
     return None
 
 
+# What parsing free-form metadata text may raise: malformed text (ValueError, SyntaxError),
+# unhashable dict keys such as "{[1]: 2}" (TypeError), nesting deeper than the parsers recurse
+# (RecursionError).
+_PARSE_ERRORS = (ValueError, SyntaxError, TypeError, RecursionError)
+_INDEX_TEXT = re.compile(r"\d{1,18}")  # a dict key such as '11'; longer ones are no index
+
+
 def _parse_names(text: str) -> list[str] | None:
+    """Class names from a metadata value: a JSON or Python list, an {index: name} dict, or
+    comma-separated text; None where the value is none of these.
+
+    Exporters write free-form text into metadata_props, so this never raises: anything odd
+    (mixed or unhashable keys, nested values, unparseable brackets) gives None, and the model
+    keeps its default names.
+    """
     for parse in (json.loads, ast.literal_eval):
         try:
             value = parse(text)
-        except (ValueError, SyntaxError):
+        except _PARSE_ERRORS:
             continue
-        if isinstance(value, dict):
-            return [str(value[key]) for key in sorted(value)]
-        if isinstance(value, (list, tuple)):
-            return [str(item) for item in value]
+        if isinstance(value, (dict, list, tuple)):
+            return _names_from(value)
+    if text.lstrip().startswith(("[", "{", "(")):
+        return None  # a list or dict that could not be read: splitting it would give garbage
     parts = [part.strip() for part in text.replace("\n", ",").split(",")]
     return [part for part in parts if part] or None
+
+
+def _names_from(value: dict | list | tuple) -> list[str] | None:
+    """The names of a parsed list, or of a dict in the numeric order of its class indices."""
+    if isinstance(value, dict):
+        indices = [_class_index(key) for key in value]
+        if None in indices or len(set(indices)) != len(indices):
+            return None  # not {index: name}, or '1' and 1 both given
+        items = [value[key] for _, key in sorted(zip(indices, value, strict=True))]
+    else:
+        items = list(value)
+    if not all(_is_name(item) for item in items):
+        return None
+    return [str(item) for item in items] or None
+
+
+def _class_index(key: object) -> int | None:
+    """A dict key as a class index: a non-negative int or integer text, else None."""
+    if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
+        return key
+    if isinstance(key, str) and _INDEX_TEXT.fullmatch(key.strip()):
+        return int(key)
+    return None
+
+
+def _is_name(item: object) -> bool:
+    """Plain names only: a nested list or None in a list of names means it is something else."""
+    return isinstance(item, (str, int, float)) and not isinstance(item, bool)
 
 
 def infer_shapes(model: onnx.ModelProto, input_dims: tuple[int, ...]) -> dict[str, Shape]:

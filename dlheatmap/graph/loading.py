@@ -34,9 +34,11 @@ def load_model(path: str | os.PathLike, operator: str = "read_dl_model") -> onnx
     Raises
     ------
     HOperatorError
-        7801 if the file is missing, empty, not ONNX, or fails ONNX's checker.
+        7801 if the file is missing, a directory, empty, not ONNX, or fails ONNX's checker.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise HOperatorError(READ_ERROR, f"{path!r} is a directory, not an ONNX file", operator)
     if not os.path.isfile(path):
         raise HOperatorError(READ_ERROR, f"no such file: {path!r}", operator)
     if os.path.getsize(path) == 0:

@@ -20,7 +20,7 @@ from dlheatmap.operators._args import (
     sorted_results,
     string_arg,
 )
-from dlheatmap.params import ModelParams
+from dlheatmap.params import ModelParams, short_repr
 from dlheatmap.samples import as_sample_list, images_from_samples
 from dlheatmap.spec import operator_spec
 
@@ -124,6 +124,10 @@ def _method(value: Any) -> str:
 
 def _target_index(value: Any, params: ModelParams) -> int | None:
     """The class index to explain, or None for each sample's top class."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        # Sequences of small integers to Python, but binary data, not class IDs.
+        raise wrong_type(4, f"TargetClasses must be an integer class ID, got binary data "
+                         f"({type(value).__name__}) {short_repr(bytes(value))}", OPERATOR)
     if empty_tuple(value):
         return None
     if isinstance(value, np.ndarray):
@@ -136,11 +140,12 @@ def _target_index(value: Any, params: ModelParams) -> int | None:
                           OPERATOR)
     (class_id,) = values
     if not is_integer(class_id):
-        raise wrong_type(4, f"TargetClasses must be an integer class ID, got {class_id!r}",
-                         OPERATOR)
+        raise wrong_type(4, f"TargetClasses must be an integer class ID, got "
+                         f"{short_repr(class_id)}", OPERATOR)
     if int(class_id) not in params.class_ids:
-        raise HOperatorError(WRONG_TARGET_CLASS,
-                             f"class ID {class_id} is not in the model's class_ids", OPERATOR)
+        raise HOperatorError(
+            WRONG_TARGET_CLASS, f"TargetClasses: class ID {short_repr(int(class_id))} is not in "
+            "the model's class_ids", OPERATOR)
     return params.class_ids.index(int(class_id))
 
 
