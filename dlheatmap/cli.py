@@ -386,10 +386,7 @@ def _load_model(args: argparse.Namespace):
     settings: list[tuple[str, Any]] = []
     if args.class_names:
         settings.append(("class_names", _class_names(args.class_names)))
-    if args.range_min is not None:
-        settings.append(("image_range_min", args.range_min))
-    if args.range_max is not None:
-        settings.append(("image_range_max", args.range_max))
+    settings.extend(_range_settings(args, model.params.image_range_max))
     if args.runtime:
         settings.append(("runtime", args.runtime))
     for name, value in settings:
@@ -402,6 +399,17 @@ def _load_model(args: argparse.Namespace):
     with contextlib.suppress(HOperatorError):
         set_dl_model_param(model, "batch_size", args.batch_size)
     return model
+
+
+def _range_settings(args: argparse.Namespace, current_max: float) -> list[tuple[str, float]]:
+    """--range-min and --range-max in an order that keeps the minimum below the maximum after
+    each step: a range moved above the current maximum needs its new maximum first."""
+    settings = [(name, value) for name, value in (("image_range_min", args.range_min),
+                                                   ("image_range_max", args.range_max))
+                if value is not None]
+    if args.range_min is not None and args.range_min >= current_max:
+        settings.reverse()
+    return settings
 
 
 def _class_names(text: str) -> list[str]:

@@ -138,11 +138,11 @@ class Model:
     def _probe_shapes(self, dims: tuple[int, ...], tensors: list[str]) -> dict[str, tuple]:
         model = with_extra_outputs(self.info.model, tensors)
         session = make_session(model, Device("cpu"), "get_dl_model_param")
-        feed = {self.info.image_input.name: np.zeros(dims, self.info.image_input.dtype)}
         names = [out.name for out in session.get_outputs()]
         try:
+            feed = {self.info.image_input.name: np.zeros(dims, self.info.image_input.dtype)}
             values = session.run(names, feed)
-        except Exception:  # a graph that cannot run at this size keeps unknown shapes
+        except Exception:  # a graph that cannot run (or be fed) at this size keeps unknown shapes
             return {}
         return {name: tuple(value.shape) for name, value in zip(names, values, strict=True)}
 

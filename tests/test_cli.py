@@ -88,6 +88,24 @@ def test_main_job_in_a_subprocess(tmp_path, model_path):
     assert outside[2] > outside[0] + 30
 
 
+@pytest.mark.parametrize("low, high", [(200, 300), (-300, -200), (0, 1)])
+def test_grey_range_anywhere_relative_to_the_default(tmp_path, model_path, low, high):
+    """Each range is reached whatever the default (-127 .. 128) it starts from; the heatmap is
+    the preprocessed image itself (identity CAM), byte values mapped onto low .. high."""
+    images = tmp_path / "images"
+    images.mkdir()
+    image = blob_image()
+    Image.fromarray(image).save(images / "blob.png")
+    out = tmp_path / "out"
+    assert run_cli(model_path, images, "-o", out, "--range-min", low, "--range-max", high,
+                   "-q") == 0
+    (record,) = read_results(out / "results.jsonl")
+    _, small, _ = expected_heatmap(image)
+    mapped = np.maximum(low + small * (high - low), 0)  # the CAM's ReLU
+    expected = (mapped / mapped.max()).mean() if mapped.max() > 0 else 0.0  # all zero stays
+    assert record["heatmap"]["mean"] == pytest.approx(expected, rel=1e-4)
+
+
 def test_folder_with_a_broken_file_exits_1_and_keeps_the_rest(tmp_path, model_path, capsys):
     images = tmp_path / "images"
     images.mkdir()
