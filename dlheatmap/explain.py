@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from dlheatmap.errors import HOperatorError, wrong_count, wrong_type, wrong_value
-from dlheatmap.gradients import LayerGradients, TargetChooser, guided_gradients, layer_gradients
+from dlheatmap.gradients import LayerGradients, Targets, guided_gradients, layer_gradients
 from dlheatmap.graph import LayerInfo
 from dlheatmap.methods import (
     METHODS,
@@ -362,22 +362,9 @@ def _layer(model: Model, name: Any, method: Method, params: ModelParams) -> Laye
 
 # --- computing ---------------------------------------------------------------------------------
 
-def _chooser(indices: np.ndarray | None) -> TargetChooser:
-    """Each sample's top class, or the requested class indices [N, T] row by row."""
-    if indices is None:
-        return lambda probabilities, start: probabilities.argmax(axis=1)[:, None]
-
-    def requested(probabilities: np.ndarray, start: int) -> np.ndarray:
-        rows = indices[start : start + len(probabilities)]
-        missing = len(probabilities) - len(rows)  # zero-padded rows of a fixed-size batch
-        return np.pad(rows, ((0, missing), (0, 0))) if missing > 0 else rows
-
-    return requested
-
-
 def _compute(model, images, method, indices, layer, params, score, upsample_maps):
     """(passed, heatmaps before normalisation, raw layer maps or None)."""
-    choose = _chooser(indices)
+    choose = Targets(indices)
     tensor = layer.output if layer is not None else None
     height, width = images.shape[1:3]
     if method.input_gradients is not None:

@@ -1,34 +1,82 @@
 """Activations and gradients of a target layer, computed with the split design.
 
 Grad-CAM needs the target layer's activation and the gradient of the class score with respect
-to it. The forward pass up to the layer is plain inference, so onnxruntime does the whole
-forward pass and also returns the layer's activation and every other tensor that the layers
-after it read. Only those later layers (the "tail") are converted to torch, and autograd
-differentiates the tail with respect to the activation alone: no weight gradients, no second
-forward pass. Guided backpropagation needs gradients down to the input image, so it runs the
-whole graph in torch once, with guidable ReLUs, and takes two backward passes (plain to the
-layer, guided to the input) from that single forward pass.
+to it. The forward pass up to the layer is plain inference, and only the layers after it (the
+"tail") need differentiating. Two engines do that:
+
+- onnxruntime, where every op of the tail has a gradient rule (:mod:`dlheatmap.graph.backward`):
+  the tail's backward pass is appended to the graph, and one run returns the output, the
+  activation and the gradient, at little more than the cost of an inference;
+- torch otherwise (and for several classes per sample, or the probability as the score):
+  onnxruntime does the forward pass and also returns the activation and every other tensor the
+  tail reads; the tail alone is converted to torch and autograd differentiates it with respect
+  to the activation: no weight gradients, no second forward pass.
+
+Guided backpropagation needs gradients down to the input image, so it runs the whole graph in
+torch once, with guidable ReLUs, and takes two backward passes (plain to the layer, guided to
+the input) from that single forward pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
-from dlheatmap.graph import extract_subgraph, tail_nodes
+from dlheatmap.errors import HOperatorError
+from dlheatmap.graph import backward, extract_subgraph, tail_nodes
 from dlheatmap.model import Model, pad_batch
 from dlheatmap.params import ModelParams
 from dlheatmap.runtime.devices import Device
-
-# Picks target class indices [n, T] for one batch from its class probabilities [n, classes];
-# the second argument is the index of the batch's first sample in the call, so per-sample
-# targets need no state. Rows past the last sample (a padded fixed-size batch) may get any class.
-TargetChooser = Callable[[np.ndarray, int], np.ndarray]
+from dlheatmap.runtime.onnx_runtime import make_session
 
 SCORES = ("logit", "probability")
+ENGINES = ("auto", "onnxruntime", "torch")
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The classes whose scores are differentiated, as indices into the model's output.
+
+    Parameters
+    ----------
+    indices : ndarray of int, optional
+        None: each sample's most probable class. [T]: the same T classes for every sample.
+        [N, T]: T classes per sample, one row per sample of the call.
+    """
+
+    indices: np.ndarray | None = None
+
+    @property
+    def per_sample(self) -> int:
+        """How many classes each sample is explained for (T)."""
+        return 1 if self.indices is None else int(np.shape(self.indices)[-1])
+
+    def __call__(self, probabilities: np.ndarray, start: int = 0) -> np.ndarray:
+        """Class indices [n, T] for the batch of ``n`` samples that starts at sample ``start``.
+
+        Rows past the call's last sample (a padded fixed-size batch) get class 0.
+        """
+        count = len(probabilities)
+        if self.indices is None:
+            return probabilities.argmax(axis=1)[:, None]
+        return self._rows(start, count, fill=0)
+
+    def graph_input(self, start: int, count: int) -> np.ndarray:
+        """The classes of a one-target batch as :mod:`dlheatmap.graph.backward` takes them:
+        int64 [count], -1 for the most probable class."""
+        if self.indices is None:
+            return np.full(count, -1, np.int64)
+        return self._rows(start, count, fill=-1)[:, 0]
+
+    def _rows(self, start: int, count: int, fill: int) -> np.ndarray:
+        indices = np.asarray(self.indices, dtype=np.int64)
+        if indices.ndim == 1:
+            return np.repeat(indices[None], count, axis=0)
+        rows = indices[start : start + count]
+        missing = count - len(rows)
+        return np.pad(rows, ((0, missing), (0, 0)), constant_values=fill) if missing else rows
 
 
 @dataclass
@@ -45,6 +93,10 @@ class LayerGradients:
         d score(target) / d activation for each target column.
     input_gradients : ndarray or None, [T, N, H, W, C]
         Guided (or plain) gradients with respect to the input image, in HALCON layout.
+    grad_cam : ndarray or None, [N, h, w]
+        The Grad-CAM map (from :func:`graph_grad_cam`).
+    heatmaps : ndarray or None, [N, H, W]
+        That map resized to the images and scaled.
     """
 
     probabilities: np.ndarray
@@ -52,6 +104,8 @@ class LayerGradients:
     activations: np.ndarray | None
     gradients: np.ndarray | None
     input_gradients: np.ndarray | None = None
+    grad_cam: np.ndarray | None = None
+    heatmaps: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -133,23 +187,59 @@ def _rank_and_type(model: Model, tensor: str) -> tuple[int, int]:
 def layer_gradients(
     model: Model,
     images: np.ndarray,
-    choose: TargetChooser,
+    choose: Targets,
     layer_tensor: str,
     params: ModelParams,
     score: str = "logit",
+    engine: str = "auto",
 ) -> LayerGradients:
     """Activation of ``layer_tensor`` and gradients of the chosen class scores, batch by batch.
 
-    ``images`` are N x H x W x C in HALCON layout and already validated.
+    ``images`` are N x H x W x C in HALCON layout and already validated. ``engine`` 'auto'
+    differentiates in onnxruntime where the tail's ops allow it (one class per sample, the
+    logit as the score) and in torch otherwise; 'onnxruntime' and 'torch' insist (the first
+    raises ValueError where it cannot be used).
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    session = None
+    if engine != "torch" and score == "logit" and choose.per_sample == 1:
+        session = _gradient_session(model, layer_tensor, params)
+    if engine == "onnxruntime" and session is None:
+        raise ValueError("the tail after this layer cannot be differentiated in onnxruntime")
+    if session is not None:
+        return _batched(model, images, params, lambda batch, start, device: _graph_pass(
+            model, session, batch, start, choose, layer_tensor))
     return _batched(model, images, params, lambda batch, start, device: _layer_pass(
         model, batch, start, choose, layer_tensor, device, score))
+
+
+def graph_grad_cam(
+    model: Model,
+    images: np.ndarray,
+    choose: Targets,
+    layer_tensor: str,
+    params: ModelParams,
+    scaling: str,
+) -> LayerGradients | None:
+    """Grad-CAM maps and heatmaps (HALCON's ``scaling``) computed whole by onnxruntime, with
+    the probabilities and targets; None where the onnxruntime engine does not apply.
+
+    Only what Grad-CAM returns leaves onnxruntime: no activations or gradients are copied.
+    """
+    if choose.per_sample != 1:
+        return None
+    session = _gradient_session(model, layer_tensor, params)
+    if session is None:
+        return None
+    return _batched(model, images, params, lambda batch, start, device: _graph_pass(
+        model, session, batch, start, choose, None, scaling))
 
 
 def guided_gradients(
     model: Model,
     images: np.ndarray,
-    choose: TargetChooser,
+    choose: Targets,
     layer_tensor: str | None,
     params: ModelParams,
     score: str = "logit",
@@ -168,6 +258,44 @@ def _batched(model: Model, images: np.ndarray, params: ModelParams, one_batch) -
         result = one_batch(pad_batch(images[start:stop], padded), start, device)
         parts.append(_trim(result, stop - start))
     return _concatenate(parts)
+
+
+def _gradient_session(model: Model, layer_tensor: str, params: ModelParams):
+    """The onnxruntime session of the model with Grad-CAM appended, or None where a tail op
+    has no gradient rule. Rules read sizes that follow the input size."""
+    device = model.device_for(params)
+
+    def build():
+        graph = backward.gradient_model(model.info, layer_tensor, model.tensor_shapes(params),
+                                        (params.image_height, params.image_width))
+        if graph is None:
+            return None
+        try:  # no torch runs after it: onnxruntime's threads may spin as they like
+            return make_session(graph, device, "gen_dl_model_heatmap")
+        except HOperatorError:  # an op onnxruntime lacks for this element type: use torch
+            return None
+
+    key = ("ort-grad-cam", layer_tensor, model.input_dims(params), device)
+    return model.cached(key, build)
+
+
+def _graph_pass(model, session, images, start, choose: Targets, layer_tensor: str | None,
+                scaling: str = "none") -> LayerGradients:
+    """One onnxruntime run of the Grad-CAM model: the layer's activation and gradient when
+    ``layer_tensor`` is given, else the Grad-CAM map and heatmap."""
+    feed = {backward.IMAGE_INPUT: np.ascontiguousarray(images, dtype=np.float32),
+            backward.TARGET_INPUT: choose.graph_input(start, len(images)),
+            backward.SCALING_INPUT: backward.scaling_input(scaling)}
+    names = [model.info.output_name, backward.CHOSEN_OUTPUT]
+    if layer_tensor is not None:
+        output, chosen, activation, gradient = session.run(
+            [*names, layer_tensor, backward.GRADIENT_OUTPUT], feed)
+        return LayerGradients(model.probabilities(output), chosen[:, None], activation,
+                              gradient[None])
+    output, chosen, cam, heatmap = session.run(
+        [*names, backward.CAM_OUTPUT, backward.HEATMAP_OUTPUT], feed)
+    return LayerGradients(model.probabilities(output), chosen[:, None], None, None,
+                          grad_cam=cam, heatmaps=heatmap[:, 0])
 
 
 def _layer_pass(model, images, start, choose, layer_tensor, device, score) -> LayerGradients:
@@ -212,7 +340,7 @@ def _full_pass(
     return LayerGradients(probabilities, targets, activation, grads, input_grads)
 
 
-def choose_targets(choose: TargetChooser, probabilities: np.ndarray, start: int) -> np.ndarray:
+def choose_targets(choose: Targets, probabilities: np.ndarray, start: int) -> np.ndarray:
     """The chooser's class indices for one batch, as an int64 array [n, T]."""
     targets = np.asarray(choose(probabilities, start), dtype=np.int64)
     return targets.reshape(len(probabilities), -1)
@@ -246,14 +374,18 @@ def _trim(result: LayerGradients, count: int) -> LayerGradients:
 
     return LayerGradients(
         cut(result.probabilities), cut(result.targets), cut(result.activations),
-        cut(result.gradients, 1), cut(result.input_gradients, 1))
+        cut(result.gradients, 1), cut(result.input_gradients, 1), cut(result.grad_cam),
+        cut(result.heatmaps))
 
 
 def _concatenate(parts: list[LayerGradients]) -> LayerGradients:
+    if len(parts) == 1:  # one batch: nothing to copy
+        return parts[0]
+
     def join(name, axis=0):
         arrays = [getattr(part, name) for part in parts]
         return None if arrays[0] is None else np.concatenate(arrays, axis=axis)
 
     return LayerGradients(
         join("probabilities"), join("targets"), join("activations"),
-        join("gradients", 1), join("input_gradients", 1))
+        join("gradients", 1), join("input_gradients", 1), join("grad_cam"), join("heatmaps"))

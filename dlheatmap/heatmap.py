@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dlheatmap.errors import HOperatorError
-from dlheatmap.gradients import TargetChooser, guided_gradients, layer_gradients
+from dlheatmap.gradients import Targets, graph_grad_cam, guided_gradients, layer_gradients
 from dlheatmap.graph import LayerInfo
 from dlheatmap.methods import GradCAM, scale, upsample
 from dlheatmap.model import Model
@@ -37,14 +37,12 @@ class HeatmapResult:
     tensor: str
 
 
-def top_class(probabilities: np.ndarray, start: int = 0) -> np.ndarray:
-    """Target chooser: each sample's most probable class."""
-    return probabilities.argmax(axis=1)
+top_class = Targets()  # each sample's most probable class
 
 
-def fixed_class(index: int) -> TargetChooser:
-    """Target chooser: the same class index for every sample."""
-    return lambda probabilities, start=0: np.full(len(probabilities), index)
+def fixed_class(index: int) -> Targets:
+    """The same class index for every sample."""
+    return Targets(np.array([index]))
 
 
 def resolve_layer(
@@ -87,7 +85,7 @@ def layer_tensor(model: Model, layer: LayerInfo, use_conv_only: bool) -> str:
 def grad_cam(
     model: Model,
     images: np.ndarray,
-    choose: TargetChooser = top_class,
+    choose: Targets = top_class,
     layer: LayerInfo | None = None,
     use_conv_only: bool = True,
     scaling: str = "scale_after_relu",
@@ -97,16 +95,20 @@ def grad_cam(
     params = params or model.params
     layer = layer or resolve_layer(model, None, params)
     tensor = layer_tensor(model, layer, use_conv_only)
-    passed = layer_gradients(model, images, choose, tensor, params)
-    maps = GradCAM()(passed.activations, passed.gradients[0])
-    heat = scale(upsample(maps, images.shape[1], images.shape[2]), scaling)
+    passed = graph_grad_cam(model, images, choose, tensor, params, scaling)
+    if passed is not None:  # onnxruntime computed the whole heatmap
+        maps, heat = passed.grad_cam, passed.heatmaps
+    else:  # differentiated in torch; the map in numpy
+        passed = layer_gradients(model, images, choose, tensor, params)
+        maps = GradCAM()(passed.activations, passed.gradients[0])
+        heat = scale(upsample(maps, images.shape[1], images.shape[2]), scaling, in_place=True)
     return HeatmapResult(passed.probabilities, passed.targets[:, 0], heat, maps, layer, tensor)
 
 
 def guided_grad_cam(
     model: Model,
     images: np.ndarray,
-    choose: TargetChooser = top_class,
+    choose: Targets = top_class,
     layer: LayerInfo | None = None,
     params: ModelParams | None = None,
 ) -> HeatmapResult:
@@ -119,7 +121,7 @@ def guided_grad_cam(
     layer = layer or resolve_layer(model, None, params)
     passed = guided_gradients(model, images, choose, layer.output, params)
     maps = GradCAM()(passed.activations, passed.gradients[0])
-    cam = scale(upsample(maps, images.shape[1], images.shape[2]), "none")
+    cam = scale(upsample(maps, images.shape[1], images.shape[2]), "none", in_place=True)
     heat = (passed.input_gradients[0] * cam[..., None]).astype(np.float32)
     return HeatmapResult(passed.probabilities, passed.targets[:, 0], heat, maps, layer,
                          layer.output)

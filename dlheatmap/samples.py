@@ -38,7 +38,8 @@ def images_from_samples(
     """Stack the samples' images into one new N x H x W x C float32 array.
 
     Images must be real-valued numpy arrays of image_height x image_width (x channels),
-    finite everywhere. The samples themselves are never modified.
+    finite everywhere. Every image's type and shape are checked before any pixel is (7783 and
+    wrong shapes before NaN). The samples themselves are never modified.
     """
     expected = (params.image_height, params.image_width, params.image_num_channels)
     # Validate every image before allocating the batch: a wrong call must not first try to
@@ -50,10 +51,12 @@ def images_from_samples(
     for index, image in enumerate(images):
         with np.errstate(over="ignore"):  # float64 beyond float32's range: refused below
             batch[index] = image
+        # One pass over the converted pixels finds NaN and Inf, and float64 values that
+        # overflowed float32; only then is the original looked at, for the message.
         if not np.isfinite(batch[index]).all():
-            raise wrong_value(
-                position, f"{name}: sample {index}: image values exceed the float32 range",
-                operator)
+            problem = ("contains NaN or Inf" if not np.isfinite(image).all()
+                       else "values exceed the float32 range")
+            raise wrong_value(position, f"{name}: sample {index}: image {problem}", operator)
     return batch
 
 
@@ -83,8 +86,6 @@ def _image(sample: Mapping, where: str, expected: tuple, operator: str, position
             f"height x width x channels {expected}",
             operator,
         )
-    if not np.isfinite(image).all():
-        raise wrong_value(position, f"{where}: image contains NaN or Inf", operator)
     return image
 
 

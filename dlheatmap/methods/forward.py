@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlheatmap.gradients import LayerGradients, TargetChooser, choose_targets
+from dlheatmap.gradients import LayerGradients, Targets, choose_targets
 from dlheatmap.model import Model, pad_batch
 from dlheatmap.params import ModelParams
 from dlheatmap.runtime.devices import Device
@@ -72,7 +72,7 @@ def _batch_scores(model: Model, images: np.ndarray, score: str, device: Device) 
 def layer_activations(
     model: Model,
     images: np.ndarray,
-    choose: TargetChooser,
+    choose: Targets,
     layer_tensor: str,
     params: ModelParams,
 ) -> LayerGradients:
@@ -83,9 +83,8 @@ def layer_activations(
     model : Model
     images : ndarray
         N x H x W x C float32 images in HALCON layout, already validated.
-    choose : callable
-        Class probabilities of a batch and its first sample's index -> class indices
-        [n] or [n, T] (see :data:`dlheatmap.gradients.TargetChooser`).
+    choose : Targets
+        The classes to report, per sample.
     layer_tensor : str
         The tensor to return.
     params : ModelParams

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlheatmap.methods.base import CAMMethod, register
+from dlheatmap.methods.base import CAMMethod, register, spatial_mean
 
 # Keras' l2_normalize floors the squared norm at this value (eli5 relies on that default).
 L2_FLOOR = 1e-12
@@ -33,4 +33,4 @@ class GradCAM(CAMMethod):
             squared = np.square(gradients, dtype=np.float64).sum(axis=(1, 2, 3))
             norms = np.sqrt(np.maximum(squared, L2_FLOOR)).astype(np.float32)
             gradients = gradients / norms[:, None, None, None]
-        return gradients.mean(axis=(2, 3), dtype=np.float32)
+        return spatial_mean(gradients)

@@ -2,47 +2,75 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 SCALINGS = ("scale_after_relu", "scale_before_relu", "none")
 
 
 def upsample(maps: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize [N, h, w] maps bilinearly to [N, height, width].
+    """Resize [N, h, w] maps bilinearly to [N, height, width] (float32).
 
     Half-pixel centres (``align_corners=False``), the convention of PyTorch, OpenCV and the
-    Grad-CAM peers; the border is extended, not zero-padded.
+    Grad-CAM peers; the border is extended, not zero-padded. Bilinear interpolation is
+    separable: rows first, then columns, each a blend of two neighbours. (Written with numpy's
+    own loops rather than as products with interpolation matrices: BLAS threads keep spinning
+    after a call and slow the onnxruntime run that follows, see ``spatial_mean``.)
     """
-    import torch
-    import torch.nn.functional as F
+    maps = np.asarray(maps, dtype=np.float32)
+    # columns first, on the small map; then whole rows are blended, which copies contiguously
+    low, high, weight = _neighbours(maps.shape[-1], width)
+    columns = maps[..., low] * (1 - weight) + maps[..., high] * weight
+    low, high, weight = _neighbours(maps.shape[-2], height)
+    out = columns[..., low, :]
+    out *= (1 - weight)[:, None]
+    upper = columns[..., high, :]
+    upper *= weight[:, None]
+    out += upper
+    return out
 
-    tensor = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[:, None]
-    resized = F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=False)
-    return resized[:, 0].numpy()
+
+@lru_cache(maxsize=64)
+def _neighbours(size: int, new_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each of ``new_size`` output positions: the two input positions it lies between
+    and the weight of the second, with half-pixel centres and the border extended."""
+    centres = (np.arange(new_size) + 0.5) * (size / new_size) - 0.5
+    centres = np.clip(centres, 0, size - 1)
+    low = np.floor(centres).astype(np.intp)
+    high = np.minimum(low + 1, size - 1)
+    weight = (centres - low).astype(np.float32)
+    for array in (low, high, weight):
+        array.setflags(write=False)
+    return low, high, weight
 
 
-def scale(maps: np.ndarray, scaling: str) -> np.ndarray:
-    """Apply HALCON's GenParam 'scaling' per map.
+def scale(maps: np.ndarray, scaling: str, in_place: bool = False) -> np.ndarray:
+    """Apply HALCON's GenParam 'scaling' per map ([N, H, W], float32 result).
 
     'scale_after_relu': negatives to 0, then divide by the maximum.
     'scale_before_relu': divide by the maximum absolute value, then negatives to 0.
     'none': negatives to 0 only.
     A map with nothing to scale by (all values <= 0, or all zero) stays all zero: never NaN.
+    ``in_place`` lets a float32 ``maps`` the caller owns be overwritten instead of copied.
     """
     if scaling not in SCALINGS:
         raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
-    maps = maps.astype(np.float32, copy=True)
+    maps = np.asarray(maps, dtype=np.float32)
+    if not in_place:
+        maps = maps.copy()
     if scaling == "scale_before_relu":
-        maps = _divide_per_map(maps, np.abs(maps).max(axis=(1, 2)))
+        _divide_per_map(maps, np.maximum(maps.max(axis=(1, 2)), -maps.min(axis=(1, 2))))
     np.maximum(maps, 0.0, out=maps)
     if scaling == "scale_after_relu":
-        maps = _divide_per_map(maps, maps.max(axis=(1, 2)))
+        _divide_per_map(maps, maps.max(axis=(1, 2)))
     return maps
 
 
-def _divide_per_map(maps: np.ndarray, divisors: np.ndarray) -> np.ndarray:
+def _divide_per_map(maps: np.ndarray, divisors: np.ndarray) -> None:
+    """Divide each map by its divisor, in place; maps whose divisor is not positive stay."""
     safe = np.where(divisors > 0, divisors, 1.0).astype(np.float32)
-    return maps / safe[:, None, None]
+    np.divide(maps, safe[:, None, None], out=maps)
 
 
 # --- normalisations of the Pythonic API (dlheatmap.explain) -------------------------------

@@ -89,7 +89,10 @@ def gen_dl_model_heatmap(
                                    options["use_conv_only"] == "true", options["scaling"], params)
         else:
             result = core.guided_grad_cam(model, images, choose, layer, params)
-    check_outputs(model, params, OPERATOR, result.probabilities, result.heatmaps)
+    # A Grad-CAM heatmap is the map resized (convex blends) and divided by a positive number
+    # or 1: it is finite wherever the small layer-resolution map is, so that one is checked.
+    checked = result.layer_maps if method == "grad_cam" else result.heatmaps
+    check_outputs(model, params, OPERATOR, result.probabilities, checked)
     return _results(result, sample_list, params, method)
 
 

@@ -23,9 +23,10 @@ def make_session(
     options = ort.SessionOptions()
     options.log_severity_level = 4  # failures surface as HOperatorError, not as log lines
     if not spin:
-        # Worker threads busy-wait after a run by default, which helps back-to-back inference
-        # but starves the torch threads that compute gradients right after a heatmap's run.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Worker threads busy-wait between ops, which keeps a run fast, and go on busy-waiting
+        # after it, which starves the torch threads that compute gradients right after a
+        # heatmap's run: stop them when the run returns.
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     try:
         return ort.InferenceSession(
             model.SerializeToString(), sess_options=options, providers=device.ort_providers
