@@ -24,6 +24,13 @@ def test_zoo_case(case):
     assert outcome.opset >= 9
     if case.failure is None:
         assert outcome.layer != "-"
+    # spec/coverage.md shows what this run found: the opset the file declares, the input
+    # size, the default target layer (found independently of dlheatmap), the result
+    expected = zoo.table_row(case, outcome, zoo.result_text(case))
+    row = _table_lines()[zoo.CASES.index(case)]
+    assert row == expected, (
+        f"spec/coverage.md is out of date for {case.id} (regenerate it with "
+        f"`python -m tests.zoo --write spec/coverage.md`):\n  file: {row}\n  run:  {expected}")
 
 
 def test_matrix_covers_the_required_architectures():
@@ -38,17 +45,40 @@ def test_matrix_covers_the_required_architectures():
     assert len(legacy) >= 13 and len(dynamo) >= 5
 
 
+def test_every_torchvision_architecture_has_both_exporters():
+    """Each architecture of zoo.TORCHVISION is exported by the legacy and the dynamo exporter,
+    unless zoo.DYNAMO_UNSUPPORTED gives the reason it cannot be (shown in its note)."""
+    by_id = {case.id: case for case in zoo.CASES}
+    assert len(by_id) == len(zoo.CASES), "case ids must be unique"
+    for title, name, _ in zoo.TORCHVISION:
+        legacy = by_id.get(f"{name}-legacy")
+        assert legacy is not None and legacy.exporter == "torch.onnx legacy", name
+        assert legacy.model == title and legacy.failure is None, name
+        dynamo = by_id.get(f"{name}-dynamo")
+        reason = zoo.DYNAMO_UNSUPPORTED.get(name)
+        if reason is None:
+            assert dynamo is not None and dynamo.exporter == "torch.onnx dynamo", (
+                f"{name} has no dynamo case and no reason in zoo.DYNAMO_UNSUPPORTED")
+            assert dynamo.model == title and dynamo.failure is None, name
+        else:
+            assert dynamo is None and reason.strip() and reason in legacy.note, name
+    assert set(zoo.DYNAMO_UNSUPPORTED) <= {name for _, name, _ in zoo.TORCHVISION}
+
+
+def _table_lines() -> list[str]:
+    return [line for line in COVERAGE.read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| Model")]
+
+
 def _table_rows() -> list[list[str]]:
-    rows = []
-    for line in COVERAGE.read_text().splitlines():
-        if line.startswith("| ") and not line.startswith("| Model"):
-            rows.append([cell.strip() for cell in line.strip("|").split("|")])
-    return rows
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in _table_lines()]
 
 
 def test_coverage_table_matches_the_matrix():
     """spec/coverage.md lists every case, in order, with the result the matrix expects;
-    regenerate it with ``python -m tests.zoo --write spec/coverage.md``."""
+    regenerate it with ``python -m tests.zoo --write spec/coverage.md``. The columns only a
+    run can know (opset, input size, default target layer) are compared with the run in
+    test_zoo_case."""
     text = COVERAGE.read_text()
     assert text.split("| Model")[0] == zoo.coverage_table([]).split("| Model")[0]
     rows = _table_rows()

@@ -36,8 +36,9 @@ def running_graph(operator: str) -> Iterator[None]:
     number of input channels). Arguments are validated before this point, so what fails here
     is the graph, not the call. Translated are onnxruntime's exceptions, torch's RuntimeError
     and any exception raised while the converted torch graph executes; anything else is a
-    dlheatmap bug and propagates unchanged. Numpy's overflow warnings are silenced: outputs are
-    checked by :func:`check_outputs` instead.
+    dlheatmap bug and propagates unchanged. Where a node's converted torch module raised, the
+    message names the node (onnxruntime's own messages name theirs). Numpy's overflow warnings
+    are silenced: outputs are checked by :func:`check_outputs` instead.
     """
     try:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -47,9 +48,38 @@ def running_graph(operator: str) -> Iterator[None]:
     except Exception as exc:
         if not _raised_by_graph(exc):
             raise
+        node = _failing_node(exc)
+        where = f" in node {node}" if node else ""
         raise HOperatorError(
-            READ_ONNX, f"the ONNX graph failed to run: {type(exc).__name__}: {exc}", operator
+            READ_ONNX, f"the ONNX graph failed to run{where}: {type(exc).__name__}: {exc}",
+            operator,
         ) from exc
+
+
+def _failing_node(exc: Exception) -> str | None:
+    """The node whose converted torch module raised ``exc``, as "'name' (ModuleType)".
+
+    onnx2torch makes every ONNX node a submodule of a torch.fx GraphModule, named after the
+    node (with '.' written as '/', which torch forbids in module names), and torch.fx runs
+    them from a generated ``forward`` (file ``<eval_with_key>.N``) whose ``self`` is that
+    GraphModule. The first frame below it whose ``self`` is one of its submodules is the
+    failing node's. None when the traceback shows no such frame (an error outside a node's
+    module, or in onnxruntime).
+    """
+    graph_module = None
+    children: dict[int, str] = {}
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        owner = frame.f_locals.get("self")
+        if graph_module is None:
+            if frame.f_code.co_filename.startswith("<eval_with_key") and hasattr(
+                    owner, "named_children"):
+                graph_module = owner
+                children = {id(child): name for name, child in owner.named_children()}
+            continue
+        name = children.get(id(owner)) if owner is not None else None
+        if name is not None:
+            return f"{name!r} ({type(owner).__name__})"
+    return None
 
 
 def _raised_by_graph(exc: Exception) -> bool:
