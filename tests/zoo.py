@@ -72,6 +72,7 @@ class Outcome:
     layer: str
     seconds_build: float
     seconds_check: float
+    engine: str = "-"  # what differentiates Grad-CAM's tail: 'onnxruntime' or 'torch'
 
 
 ZOO_CLASSES = 4
@@ -298,12 +299,13 @@ def check(case: ZooCase) -> Outcome:
     path = case.build()
     built = time.perf_counter()
     reference = Reference(path)
+    engine = "-"
     if case.failure is not None:
         layer, shape = check_failure(case, path, reference)
     else:
-        layer, shape = check_working(case, path, reference)
+        layer, shape, engine = check_working(case, path, reference)
     return Outcome(case, reference.opset, shape, layer, built - start,
-                   time.perf_counter() - built)
+                   time.perf_counter() - built, engine)
 
 
 def _open(case: ZooCase, path: Path):
@@ -324,8 +326,8 @@ def _expected_probabilities(reference: Reference, images: np.ndarray, case: ZooC
     return np.exp(log_probabilities(output, case.head))
 
 
-def check_working(case: ZooCase, path: Path, reference: Reference) -> tuple[str, str]:
-    """Checks a case that must work; returns (default layer, input shape)."""
+def check_working(case: ZooCase, path: Path, reference: Reference) -> tuple[str, str, str]:
+    """Checks a case that must work; returns (default layer, input shape, Grad-CAM engine)."""
     model = _open(case, path)
     width, height, channels = dl.get_dl_model_param(model, "image_dimensions")
     assert dl.get_dl_model_param_s(model, "type") == "classification"
@@ -342,8 +344,8 @@ def check_working(case: ZooCase, path: Path, reference: Reference) -> tuple[str,
         f"default layer {model.default_target_layer().name!r}, expected {layer_name!r}")
 
     _check_heatmaps(model, reference, samples, layer_name, (height, width, channels), batch)
-    _check_gradients(model, case, reference, images[:1], layer_name)
-    return layer_name, _shape(model)
+    engine = _check_gradients(model, case, reference, images[:1], layer_name)
+    return layer_name, _shape(model), engine
 
 
 def _two_sample_batch(model, reference: Reference) -> int:
@@ -404,10 +406,11 @@ def _check_heatmaps(model, reference: Reference, samples, layer_name, shape, bat
 
 
 def _check_gradients(model, case: ZooCase, reference: Reference, image: np.ndarray,
-                     layer_name: str) -> None:
-    """Torch gradients against the torch original (or finite differences), tail against the
-    whole graph."""
-    from dlheatmap.gradients import Targets, guided_gradients, layer_gradients
+                     layer_name: str) -> str:
+    """Torch gradients against the torch original (or finite differences); the tail's
+    gradients, from torch and from onnxruntime where its gradient rules cover the tail,
+    against the whole graph's. Returns the engine Grad-CAM uses."""
+    from dlheatmap.gradients import Targets, graph_grad_cam, guided_gradients, layer_gradients
 
     params = model.params
     layer = model.info.by_name[layer_name]
@@ -420,15 +423,24 @@ def _check_gradients(model, case: ZooCase, reference: Reference, image: np.ndarr
         targets = Targets(order[:, [0, -1]])
 
     full = guided_gradients(model, image, targets, layer.output, params, guided=False)
-    tail = layer_gradients(model, image, targets, layer.output, params)
+    tail = layer_gradients(model, image, targets, layer.output, params, engine="torch")
     np.testing.assert_array_equal(tail.targets, full.targets)
     scale = np.abs(full.gradients).max()
     np.testing.assert_allclose(tail.gradients, full.gradients, atol=1e-4 * scale + 1e-12,
                                err_msg="tail and whole-graph layer gradients differ")
+    in_graph = graph_grad_cam(model, image, Targets(), layer.output, params, "none")
+    if in_graph is not None:
+        for column in range(full.targets.shape[1]):
+            one = Targets(full.targets[:, [column]])
+            ours = layer_gradients(model, image, one, layer.output, params, engine="onnxruntime")
+            np.testing.assert_allclose(
+                ours.gradients[0], full.gradients[column], atol=1e-4 * scale + 1e-12,
+                err_msg="onnxruntime's gradients differ from the whole graph's in torch")
     if case.module is not None:
         _compare_with_torch(case.module(), image, full.targets[0], full.input_gradients[:, 0])
     else:
         _compare_with_differences(case, reference, image, full)
+    return "torch" if in_graph is None else "onnxruntime"
 
 
 def _compare_with_torch(module, image: np.ndarray, classes: np.ndarray,
@@ -527,8 +539,13 @@ def coverage_table(outcomes: list[tuple[ZooCase, Outcome | None, str]]) -> str:
         "A combination that cannot work is listed with the HALCON error it raises; the test",
         "checks that it raises exactly that, naming the op and node.",
         "",
-        "| Model | Exporter | Opset | Input (W x H x C) | Default target layer | Result | Notes |",
-        "|---|---|---|---|---|---|---|",
+        "Grad-CAM engine: `onnxruntime` where every op after the default layer has a gradient",
+        "rule (dlheatmap/graph/backward.py; the gradients are compared with the whole graph's",
+        "in torch), else `torch` (the tail converted with onnx2torch).",
+        "",
+        "| Model | Exporter | Opset | Input (W x H x C) | Default target layer | Result | "
+        "Grad-CAM engine | Notes |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [table_row(case, outcome, result) for case, outcome, result in outcomes]
     lines.append("")
@@ -550,8 +567,9 @@ def table_row(case: ZooCase, outcome: Outcome | None, result: str) -> str:
     note = case.note
     if case.failure is not None:
         note = f"{case.failure.reason}; {note}" if note else case.failure.reason
+    engine = outcome.engine if outcome else "?"
     return (f"| {case.model} | {case.exporter} | {opset} | {shape} | {layer} | {result} | "
-            f"{note} |")
+            f"{engine} | {note} |")
 
 
 def run_matrix(cases: list[ZooCase]) -> list[tuple[ZooCase, Outcome | None, str]]:
