@@ -342,14 +342,17 @@ def test_grey_two_dimensional_images(rng):
     assert out.shape == image.shape
 
 
-def test_split_equals_whole_graph_gradients(rng):
-    """The onnxruntime + torch-tail split gives the gradients of the whole graph in torch."""
+@pytest.mark.parametrize("engine", ["onnxruntime", "torch"])
+def test_split_equals_whole_graph_gradients(rng, engine):
+    """Both splits (forward in onnxruntime; the tail differentiated in onnxruntime's appended
+    gradient nodes, or converted to torch) give the gradients of the whole graph in torch."""
     path = models.torchvision_model("resnet18", size=64, num_classes=6)
     model = dl.read_dl_model(path)
     images = random_images(rng, 3, 64, 64, 3)
     layer = model.info.by_name["/layer3/layer3.1/conv2/Conv"]  # a skip connection crosses
     choose = dl.heatmap.fixed_class(1)
-    split = dl.gradients.layer_gradients(model, images, choose, layer.output, model.params)
+    split = dl.gradients.layer_gradients(model, images, choose, layer.output, model.params,
+                                         engine=engine)
     whole = dl.gradients.guided_gradients(model, images, choose, layer.output, model.params,
                                           guided=False)
     np.testing.assert_allclose(split.activations, whole.activations, atol=1e-4)
