@@ -10,6 +10,7 @@ import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,13 @@ class ModelParams:
     batch_size: int
     runtime: str
     gpu: int
+
+    @cached_property
+    def class_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """class_ids (int64) and class_names (object) as arrays, for building result dicts
+        (made once per parameter set, not once per call)."""
+        return (np.array(self.class_ids, dtype=np.int64),
+                np.array(self.class_names, dtype=object))
 
 
 def default_params(info: GraphInfo) -> ModelParams:

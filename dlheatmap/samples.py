@@ -49,8 +49,11 @@ def images_from_samples(
               for index, sample in enumerate(samples)]
     batch = np.empty((len(samples), *expected), np.float32)
     for index, image in enumerate(images):
-        with np.errstate(over="ignore"):  # float64 beyond float32's range: refused below
+        if image.dtype == np.float32:
             batch[index] = image
+        else:
+            with np.errstate(over="ignore"):  # float64 beyond float32's range: refused below
+                batch[index] = image
         # One pass over the converted pixels finds NaN and Inf, and float64 values that
         # overflowed float32; only then is the original looked at, for the message.
         if not np.isfinite(batch[index]).all():

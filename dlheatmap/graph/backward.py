@@ -553,7 +553,9 @@ def gradient_model(
 
 def _chosen_classes(b: GradientBuilder) -> str:
     info = b.info
-    scores = b.add("Flatten", [info.output_name], axis=1)
+    scores = info.output_name
+    if len(b.shape(scores)) != 2:  # [N, classes, 1, 1]
+        scores = b.add("Flatten", [scores], axis=1)
     top = b.add("ArgMax", [scores], axis=1, keepdims=0)
     wants_top = b.add("Less", [TARGET_INPUT, b.constant(0, np.int64)])
     return b.add("Where", [wants_top, top, TARGET_INPUT], name=CHOSEN_OUTPUT)
@@ -598,13 +600,7 @@ def _grad_cam(b: GradientBuilder, activation: str, gradient: str, size: tuple[in
                             b.constant([0, 1, height, width], np.int64)])
     b.add("Reshape", [cam, b.constant([0, height, width], np.int64)], name=CAM_OUTPUT)
     # bilinear, half-pixel centres, edges clamped: torch's align_corners=False
-    sizes = b.add("Concat", [b.add("Slice", [b.add("Shape", [cam]), b.constant([0], np.int64),
-                                             b.constant([2], np.int64)]),
-                             b.constant(list(size), np.int64)], axis=0)
-    # roi and scales: optional inputs since opset 13, empty tensors before
-    unused = "" if b.opset >= 13 else b.constant(np.zeros(0, np.float32))
-    resized = b.add("Resize", [cam, unused, unused, sizes], mode="linear",
-                    coordinate_transformation_mode="half_pixel")
+    resized = _resize(b, cam, size)
     # every scaling is ReLU, then division by a per-map divisor (see scaling_input); one that
     # is not positive means an all-zero map, kept as it is
     top = b.reduce("ReduceMax", resized, [2, 3])
@@ -618,6 +614,20 @@ def _grad_cam(b: GradientBuilder, activation: str, gradient: str, size: tuple[in
     positive = b.add("Greater", [divisor, b.constant(0.0)])
     divisor = b.add("Where", [positive, divisor, b.constant(1.0)])
     b.add("Div", [b.add("Relu", [resized]), divisor], name=HEATMAP_OUTPUT)
+
+
+def _resize(b: GradientBuilder, maps: str, size: tuple[int, int]) -> str:
+    """N x 1 x h x w maps resized bilinearly to N x 1 x height x width."""
+    options = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
+    if b.opset >= 18:  # the sizes of the last two axes alone
+        return b.add("Resize", [maps, "", "", b.constant(list(size), np.int64)], axes=[2, 3],
+                     **options)
+    # sizes of all four axes; roi and scales are optional inputs since opset 13, empty before
+    sizes = b.add("Concat", [b.add("Slice", [b.add("Shape", [maps]), b.constant([0], np.int64),
+                                             b.constant([2], np.int64)]),
+                             b.constant(list(size), np.int64)], axis=0)
+    unused = "" if b.opset >= 13 else b.constant(np.zeros(0, np.float32))
+    return b.add("Resize", [maps, unused, unused, sizes], **options)
 
 
 def scaling_input(scaling: str) -> np.ndarray:

@@ -165,8 +165,8 @@ def empty_tuple(value: Any) -> bool:
 def sorted_results(probabilities: np.ndarray, params: ModelParams) -> list[dict]:
     """apply_dl_model's classification result dicts, all classes, best first."""
     order = np.argsort(-probabilities, axis=1, kind="stable")
-    ids = np.asarray(params.class_ids, dtype=object)[order]
-    names = np.asarray(params.class_names, dtype=object)[order]
+    class_ids, class_names = params.class_arrays
+    ids, names = class_ids[order], class_names[order]
     confidences = np.take_along_axis(probabilities, order, axis=1).astype(np.float64)
     return [
         {
