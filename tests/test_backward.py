@@ -347,6 +347,24 @@ def test_tail_without_a_rule_is_differentiated_in_torch(tmp_path):
     np.testing.assert_array_equal(auto.gradients, torch_.gradients)
 
 
+def _divided_by_itself(g: Graph) -> str:
+    _, act = g.body()
+    denominator = g.node("Add", [g.node("Sigmoid", [act]), g.const(1.0)])
+    return g.pooled_head(g.node("Div", [g.node("Relu", [act]), denominator]), CHANNELS)
+
+
+def test_gradient_through_an_input_a_rule_cannot_take_uses_torch(tmp_path):
+    """Div's rule differentiates the numerator only: a denominator that depends on the layer
+    must send the whole tail to torch, not be silently treated as a constant."""
+    model = build_model("relu", tmp_path, build=_divided_by_itself)
+    layer = model.info.by_name["target"].output
+    assert gradient_model(model.info, layer, model.tensor_shapes(), (SIZE, SIZE)) is None
+    images = RNG.standard_normal((2, SIZE, SIZE, 3)).astype(np.float32)
+    auto = layer_gradients(model, images, Targets(), layer, model.params)
+    torch_ = layer_gradients(model, images, Targets(), layer, model.params, engine="torch")
+    np.testing.assert_array_equal(auto.gradients, torch_.gradients)
+
+
 def test_old_opsets_are_differentiated_in_torch(tmp_path):
     model = build_model("relu", tmp_path, opset=10)
     layer = model.info.by_name["target"].output

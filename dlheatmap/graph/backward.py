@@ -190,12 +190,19 @@ class GradientRule:
     """How to differentiate one op type.
 
     ``inputs`` are the positions through which gradients flow (shape inputs, for example, carry
-    none; None: all of them); ``apply`` returns a gradient for each position it is asked for.
+    none; None: all of them); ``computes`` those of them ``apply`` can differentiate (a weight
+    that depends on the layer has no rule here); ``apply`` returns a gradient for each position
+    it is asked for.
     """
 
     apply: Rule
     inputs: tuple[int, ...] | None = (0,)
+    computes: tuple[int, ...] | None = None  # the positions apply() handles; None: inputs
     activation: bool = False  # multiplies the gradient by a factor of the input's full shape
+
+    def handles(self, positions: tuple[int, ...]) -> bool:
+        allowed = self.inputs if self.computes is None else self.computes
+        return allowed is None or set(positions) <= set(allowed)
 
     def carries(self, position: int) -> bool:
         return self.inputs is None or position in self.inputs
@@ -205,7 +212,10 @@ RULES: dict[str, GradientRule] = {}
 
 
 def rule(
-    *op_types: str, inputs: tuple[int, ...] | None = (0,), activation: bool = False
+    *op_types: str,
+    inputs: tuple[int, ...] | None = (0,),
+    computes: tuple[int, ...] | None = None,
+    activation: bool = False,
 ) -> Callable[[Rule], Rule]:
     """Register ``fn`` as the gradient rule of ``op_types``.
 
@@ -215,7 +225,7 @@ def rule(
     """
     def register(fn: Rule) -> Rule:
         for op_type in op_types:
-            RULES[op_type] = GradientRule(fn, inputs, activation)
+            RULES[op_type] = GradientRule(fn, inputs, computes, activation)
         return fn
 
     return register
@@ -289,7 +299,7 @@ def _leaky_relu(b, node, dy):
     return b.add("Mul", [dy, slope])
 
 
-@rule("Clip", activation=True)
+@rule("Clip", inputs=(0, 1, 2), computes=(0,), activation=True)
 @_single_input
 def _clip(b, node, dy):
     low, high = _clip_bounds(b, node)
@@ -374,10 +384,8 @@ def _mul(b, node, dy, needs):
             for position in needs}
 
 
-@rule("Div", inputs=(0, 1))
+@rule("Div", inputs=(0, 1), computes=(0,))
 def _div(b, node, dy, needs):
-    if 1 in needs:
-        raise UnsupportedGradientError("Div by a tensor that depends on the layer")
     return {0: b.unbroadcast(b.add("Div", [dy, node.input[1]]), node.input[0], node.output[0])}
 
 
@@ -413,7 +421,7 @@ def _reduce_mean(b, node, dy):
     return b.spread(b.add("Mul", [dy, b.constant(1.0 / np.prod([shape[a] for a in axes]))]), x)
 
 
-@rule("BatchNormalization")
+@rule("BatchNormalization", inputs=(0, 1, 2, 3, 4), computes=(0,))
 @_single_input
 def _batch_normalization(b, node, dy):
     attrs = _attrs(node)
@@ -429,12 +437,9 @@ def _batch_normalization(b, node, dy):
 
 # --- rules: linear layers -------------------------------------------------------------------
 
-@rule("Gemm")
+@rule("Gemm", inputs=(0, 1, 2), computes=(0,))
 def _gemm(b, node, dy, needs):
     attrs = _attrs(node)
-    weight = b.initializer(node.input[1])
-    if weight is None:
-        raise UnsupportedGradientError("Gemm whose weight is not constant")
     alpha = attrs.get("alpha", 1.0)
     trans_a, trans_b = attrs.get("transA", 0), attrs.get("transB", 0)
     chosen = b.seeds.get(dy)
@@ -452,10 +457,10 @@ def _gemm(b, node, dy, needs):
     return {0: b.add("Transpose", [grad], perm=[1, 0]) if trans_a else grad}
 
 
-@rule("MatMul", inputs=(0, 1))
+@rule("MatMul", inputs=(0, 1), computes=(0,))
 def _matmul(b, node, dy, needs):
     weight = b.initializer(node.input[1])
-    if needs != (0,) or weight is None or weight.ndim != 2:
+    if weight is None or weight.ndim != 2:
         raise UnsupportedGradientError("MatMul whose right operand is not a constant matrix")
     chosen = b.seeds.get(dy)
     flat = len(b.shape(node.input[0])) == 2
@@ -467,11 +472,11 @@ def _matmul(b, node, dy, needs):
     return {0: b.add("MatMul", [dy, b.constant(weight.T)])}
 
 
-@rule("Conv")
+@rule("Conv", inputs=(0, 1, 2), computes=(0,))
 def _conv(b, node, dy, needs):
     weight = b.initializer(node.input[1])
-    if weight is None:
-        raise UnsupportedGradientError("Conv whose weight is not constant")
+    if weight is None:  # a weight computed from constants, say
+        raise UnsupportedGradientError("Conv whose weight is not an initializer")
     attrs = _attrs(node)
     x_size, y_size = b.shape(node.input[0])[2:], b.shape(node.output[0])[2:]
     kernel = weight.shape[2:]
@@ -576,6 +581,9 @@ def _backward(b: GradientBuilder, layer_tensor: str, chosen: str) -> str:
         rule_ = RULES[layer.op_type]
         needs = tuple(i for i, name in enumerate(layer.inputs)
                       if name in carrying and rule_.carries(i))
+        if not rule_.handles(needs):
+            raise UnsupportedGradientError(f"{layer.op_type} with a gradient through inputs "
+                                           f"{needs}")
         node = info.model.graph.node[layer.index]
         dy = dy if rule_.activation else b.exact(dy)
         for position, grad in rule_.apply(b, node, dy, needs).items():
