@@ -35,7 +35,7 @@ SCORES = ("logit", "probability")
 ENGINES = ("auto", "onnxruntime", "torch")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq would compare index arrays element-wise
 class Targets:
     """The classes whose scores are differentiated, as indices into the model's output.
 

@@ -17,8 +17,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import dlheatmap as dl
 from dlheatmap.gradients import Targets, graph_grad_cam, layer_gradients
-from dlheatmap.graph.backward import RULES, SCALINGS, gradient_model
+from dlheatmap.graph.backward import RULES, gradient_model
 from dlheatmap.methods import GradCAM, scale, upsample
+from dlheatmap.methods.postprocess import SCALINGS
 
 CHANNELS, SIZE, CLASSES = 4, 8, 5
 RNG = np.random.default_rng(7)  # images

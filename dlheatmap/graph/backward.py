@@ -34,7 +34,6 @@ GRADIENT_OUTPUT = "dlheatmap_gradient"  # d score / d activation, shaped like th
 CHOSEN_OUTPUT = "dlheatmap_chosen_class"  # int64 [N]: the class index each gradient is for
 CAM_OUTPUT = "dlheatmap_grad_cam"  # float32 [N, h, w]: the Grad-CAM map at the layer's size
 HEATMAP_OUTPUT = "dlheatmap_heatmap"  # float32 [N, 1, H, W]: resized to the image and scaled
-SCALINGS = ("scale_after_relu", "scale_before_relu", "none")  # HALCON's GenParam 'scaling'
 
 MIN_OPSET = 11  # OneHot, Clip with bound inputs, Slice with inputs
 _STEM = "dlheatmap_grad/"
@@ -524,9 +523,9 @@ def gradient_model(
     The model takes :data:`IMAGE_INPUT` (float32 images in HALCON's N x H x W x C layout: the
     model's own layout is a Transpose inside the graph, cheaper than one in numpy),
     :data:`TARGET_INPUT` (int64 [N]: the class index to explain per sample, -1 for its most
-    probable class) and :data:`SCALING_INPUT` (int64: the index of HALCON's 'scaling' in
-    :data:`SCALINGS`). It returns the model output, the activation, :data:`GRADIENT_OUTPUT`
-    (d score / d activation, where the score is the logit before a final Softmax),
+    probable class) and :data:`SCALING_INPUT` (HALCON's 'scaling', see :func:`scaling_input`).
+    It returns the model output, the activation, :data:`GRADIENT_OUTPUT` (d score / d
+    activation, where the score is the logit before a final Softmax),
     :data:`CHOSEN_OUTPUT` (the class indices used), :data:`CAM_OUTPUT` (the Grad-CAM map at the
     layer's resolution, before any ReLU) and :data:`HEATMAP_OUTPUT` (that map resized to
     ``image_size`` (height, width) and scaled). The map and heatmap follow spec/decisions.md

@@ -14,7 +14,7 @@ def upsample(maps: np.ndarray, height: int, width: int) -> np.ndarray:
 
     Half-pixel centres (``align_corners=False``), the convention of PyTorch, OpenCV and the
     Grad-CAM peers; the border is extended, not zero-padded. Bilinear interpolation is
-    separable: rows first, then columns, each a blend of two neighbours. (Written with numpy's
+    separable: columns first, then rows, each a blend of two neighbours. (Written with numpy's
     own loops rather than as products with interpolation matrices: BLAS threads keep spinning
     after a call and slow the onnxruntime run that follows, see ``spatial_mean``.)
     """
