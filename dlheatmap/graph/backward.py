@@ -149,15 +149,10 @@ class GradientBuilder:
         """``gradient`` where ``condition`` holds, 0 elsewhere."""
         return self.add("Mul", [gradient, self.mask(condition)])
 
-    def reduce_sum(self, tensor: str, axes: list[int]) -> str:
-        if self.opset < 13:  # axes moved from an attribute to an input in opset 13
-            return self.add("ReduceSum", [tensor], axes=axes, keepdims=1)
-        return self.add("ReduceSum", [tensor, self.constant(axes, np.int64)], keepdims=1)
-
     def reduce(self, op_type: str, tensor: str, axes: list[int]) -> str:
-        """ReduceMean, ReduceMax, ... over ``axes``, keeping them (axes became an input of
-        these ops in opset 18, of ReduceSum in 13)."""
-        if self.opset < 18:
+        """ReduceSum, ReduceMean, ReduceMax, ... over ``axes``, keeping them (axes became an
+        input of ReduceSum in opset 13, of the other reductions in opset 18)."""
+        if self.opset < (13 if op_type == "ReduceSum" else 18):
             return self.add(op_type, [tensor], axes=axes, keepdims=1)
         return self.add(op_type, [tensor, self.constant(axes, np.int64)], keepdims=1)
 
@@ -175,7 +170,7 @@ class GradientBuilder:
         lead = len(target) - len(source)
         axes = list(range(lead)) + [lead + axis for axis, dim in enumerate(source)
                                     if dim == 1 and target[lead + axis] != 1]
-        summed = self.reduce_sum(gradient, axes) if axes else gradient
+        summed = self.reduce("ReduceSum", gradient, axes) if axes else gradient
         return self.like(summed, tensor) if lead else summed
 
 
