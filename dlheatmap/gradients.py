@@ -303,7 +303,7 @@ def _layer_pass(model, images, start, choose, layer_tensor, device, score) -> La
     tail = _tail(model, layer_tensor, device)
     output, activation, *sides = model.run(images, (layer_tensor, *tail.side_inputs), device)
     probabilities = model.probabilities(output)
-    targets = choose_targets(choose, probabilities, start)
+    targets = choose(probabilities, start)
     with torch.enable_grad():
         act = torch.from_numpy(activation).to(device.torch_device).requires_grad_(True)
         side_tensors = [torch.from_numpy(side).to(device.torch_device) for side in sides]
@@ -328,7 +328,7 @@ def _full_pass(
         # The score tensor is the logit (before any final Softmax), so softmax of it gives the
         # same confidences as the model's own output.
         probabilities = torch.softmax(logits.detach(), dim=1).cpu().numpy()
-        targets = choose_targets(choose, probabilities, start)
+        targets = choose(probabilities, start)
         scores = _scores(logits, score)
         grads = None
         if layer_tensor is not None:
@@ -338,12 +338,6 @@ def _full_pass(
     input_grads = np.stack([model.from_model_layout(g) for g in input_grads])
     activation = act.detach().cpu().numpy() if layer_tensor is not None else None
     return LayerGradients(probabilities, targets, activation, grads, input_grads)
-
-
-def choose_targets(choose: Targets, probabilities: np.ndarray, start: int) -> np.ndarray:
-    """The chooser's class indices for one batch, as an int64 array [n, T]."""
-    targets = np.asarray(choose(probabilities, start), dtype=np.int64)
-    return targets.reshape(len(probabilities), -1)
 
 
 def _scores(output, score: str):

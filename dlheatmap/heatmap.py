@@ -1,7 +1,7 @@
 """Grad-CAM and Guided Grad-CAM on a Model: the Pythonic core behind gen_dl_model_heatmap.
 
-All functions take validated N x H x W x C float32 images (HALCON layout) and a target chooser
-(class probabilities -> class indices); the HALCON layer adds argument checking on top.
+All functions take validated N x H x W x C float32 images (HALCON layout) and the classes to
+explain (:class:`dlheatmap.gradients.Targets`); the HALCON layer adds argument checking on top.
 """
 
 from __future__ import annotations

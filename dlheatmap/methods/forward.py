@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlheatmap.gradients import LayerGradients, Targets, choose_targets
+from dlheatmap.gradients import LayerGradients, Targets
 from dlheatmap.model import Model, pad_batch
 from dlheatmap.params import ModelParams
 from dlheatmap.runtime.devices import Device
@@ -102,5 +102,5 @@ def layer_activations(
         probabilities.append(model.probabilities(output)[: stop - start])
         activations.append(activation[: stop - start])
     probabilities = np.concatenate(probabilities)
-    targets = choose_targets(choose, probabilities, 0)
+    targets = choose(probabilities, 0)
     return LayerGradients(probabilities, targets, np.concatenate(activations), None)
