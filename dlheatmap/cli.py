@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from dlheatmap.errors import HOperatorError
+from dlheatmap.results import heatmap_dict, heatmap_entry
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -46,7 +47,7 @@ class Method:
 
     ``run(model, samples, target_classes, gen_param)`` returns one result dict per sample in
     gen_dl_model_heatmap's format: classification results plus one ``'heatmap_*'`` key holding
-    ``{'<...>_class_<ID>': heatmap}``. ``kind`` says how to draw the heatmap: 'cam' (H x W in
+    ``{'<...>_class_<ID>': heatmap}``. ``kind`` says how to draw the heatmap: 'map' (H x W in
     [0, 1], blended over the image) or 'image' (image-shaped, signed, shown alone).
     """
 
@@ -88,7 +89,7 @@ def _explain_method(name: str) -> Runner:
         results = sorted_results(explained.probabilities, model.params)
         for result, heatmaps, class_ids in zip(
                 results, explained.heatmaps, explained.class_ids, strict=True):
-            result[f"heatmap_{name}"] = {f"heatmap_image_class_{int(class_ids[0])}": heatmaps[0]}
+            result.update(heatmap_dict(name, int(class_ids[0]), heatmaps[0]))
         return results
 
     return run
@@ -123,11 +124,10 @@ _EXPLAIN_HELP = {
 def _explain_methods() -> list[Method]:
     from dlheatmap.methods import METHODS as ALL_METHODS
 
-    kinds = {"map": "cam", "image": "image"}
     # methods registered later and not listed above come last, under their titles
     names = [*_EXPLAIN_HELP, *(name for name in ALL_METHODS if name not in _EXPLAIN_HELP)]
     return [
-        Method(name, kinds[ALL_METHODS[name].kind], _explain_method(name),
+        Method(name, ALL_METHODS[name].kind, _explain_method(name),
                _EXPLAIN_HELP.get(name, ALL_METHODS[name].title))
         for name in names
         if name not in HALCON_METHODS  # HALCON's own, above
@@ -139,7 +139,7 @@ HALCON_METHODS = ("grad_cam", "guided_grad_cam")
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (
-        Method("grad_cam", "cam", _halcon_method("grad_cam"),
+        Method("grad_cam", "map", _halcon_method("grad_cam"),
                "Grad-CAM, blended over the image"),
         Method("guided_grad_cam", "image", _halcon_method("guided_grad_cam"),
                "Guided Grad-CAM, shown alone"),
@@ -552,7 +552,8 @@ class _Writer:
     def write(self, item: _Item, result: dict) -> dict:
         from dlheatmap.display import Legend, render_heatmap, write_png
 
-        class_id, heatmap = heatmap_entry(result)
+        entry = heatmap_entry(result)
+        class_id, heatmap = entry.class_id, entry.image
         ids = list(result["classification_class_ids"])
         names = list(result["classification_class_names"])
         confidences = list(result["classification_confidences"])
@@ -560,7 +561,7 @@ class _Writer:
         legend = None
         if self.legend:
             legend = Legend(self.method.name, str(names[index]), class_id, confidences[index],
-                            self.scheme if self.method.kind == "cam" else None)
+                            self.scheme if self.method.kind == "map" else None)
         picture = render_heatmap(item.original, heatmap, self.method.kind, self.scheme, legend)
         path = write_png(picture, self._name(item.path))
         height, width = item.original.shape[:2]
@@ -589,27 +590,18 @@ class _Writer:
         return self.out_dir / f"{name}.png"
 
 
-def heatmap_entry(result: dict) -> tuple[int, np.ndarray]:
-    """(class ID, heatmap) from a result dict's single ``'heatmap_*'`` entry."""
-    for key, value in result.items():
-        if key.startswith("heatmap_") and isinstance(value, dict) and len(value) == 1:
-            (image_key, heatmap), = value.items()
-            return int(str(image_key).rsplit("_", 1)[-1]), np.asarray(heatmap)
-    raise KeyError("the result holds no 'heatmap_*' entry")
-
-
 def heatmap_statistics(heatmap: np.ndarray, kind: str, image_size: tuple[int, int]) -> dict:
     """Summary numbers of a heatmap, positions in the original image's pixels.
 
-    The statistics are taken over a strength map: the heatmap itself for 'cam', the sum of
+    The statistics are taken over a strength map: the heatmap itself for 'map', the sum of
     absolute values over channels for 'image'. ``area_above_half`` is the fraction of pixels
     whose strength is at least half the maximum; ``peak`` the strongest pixel and ``centroid``
     the strength-weighted mean position, as (x, y) in the original image (pixel centres
     mapped between the sizes); None where the map is all zero.
     """
     data = np.asarray(heatmap, np.float64)
-    strength = data if kind == "cam" else np.abs(data).reshape(*data.shape[:2], -1).sum(axis=2)
-    strength = np.clip(strength, 0.0, None) if kind == "cam" else strength
+    strength = data if kind == "map" else np.abs(data).reshape(*data.shape[:2], -1).sum(axis=2)
+    strength = np.clip(strength, 0.0, None) if kind == "map" else strength
     height, width = strength.shape
     scale_y, scale_x = image_size[0] / height, image_size[1] / width
     peak_value = float(strength.max())

@@ -22,6 +22,8 @@ import numpy as np
 from dlheatmap.errors import HOperatorError, wrong_type, wrong_value
 from dlheatmap.imaging import FILE_FORMATS, resize, save_image, with_suffix
 from dlheatmap.methods import METHODS
+from dlheatmap.methods.base import KINDS
+from dlheatmap.results import heatmap_entry, method_kind
 
 COLOR_SCHEMES = ("jet", "inverse_jet", "hot", "inverse_hot")
 DEFAULT_SCHEME = "jet"
@@ -141,7 +143,7 @@ def method_title(method: str) -> str:
 def render_heatmap(
     image: np.ndarray,
     heatmap: np.ndarray,
-    kind: str = "cam",
+    kind: str = "map",
     scheme: str = DEFAULT_SCHEME,
     legend: Legend | None = None,
     min_size: int = MIN_PICTURE_SIZE,
@@ -154,24 +156,24 @@ def render_heatmap(
         The image the heatmap belongs to (any size and pixel type; see
         :func:`to_display_rgb`).
     heatmap : numpy.ndarray
-        ``kind='cam'``: H x W values in [0, 1], coloured and blended 50/50 over ``image``.
+        ``kind='map'``: H x W values in [0, 1], coloured and blended 50/50 over ``image``.
         ``kind='image'``: H x W (x C) signed values (a guided heatmap), shown alone.
         Any size: it is resized onto the image (linear interpolation, pixel centres aligned).
-    kind : {'cam', 'image'}
+    kind : {'map', 'image'}
     scheme : str
-        One of :data:`COLOR_SCHEMES` (used for 'cam').
+        One of :data:`COLOR_SCHEMES` (used for 'map').
     legend : Legend, optional
-        Drawn below the picture; for 'cam' with a colour bar from 0 to 1. A picture narrower
+        Drawn below the picture; for 'map' with a colour bar from 0 to 1. A picture narrower
         than the legend's text is centred on a wider white canvas.
     min_size : int
         Pictures whose longer side is shorter are enlarged by a whole factor first.
     """
-    if kind not in ("cam", "image"):
-        raise ValueError(f"kind must be 'cam' or 'image', got {kind!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be 'map' or 'image', got {kind!r}")
     height, width = image.shape[:2]
     factor = max(1, math.ceil(min_size / max(height, width)))
     size = (width * factor, height * factor)
-    if kind == "cam":
+    if kind == "map":
         base = to_display_rgb(image)
         if factor > 1:
             base = np.clip(np.rint(resize(base, *size)), 0, 255).astype(np.uint8)
@@ -180,7 +182,7 @@ def render_heatmap(
     else:
         picture = guided_to_rgb(resize(np.asarray(heatmap, np.float64), *size))
     if legend is not None:
-        picture = add_legend(picture, legend, scheme if kind == "cam" else None)
+        picture = add_legend(picture, legend, scheme if kind == "map" else None)
     return picture
 
 
@@ -336,14 +338,16 @@ def _heatmap_picture(image, result, key, names, scheme, show_legend, operator) -
         images = images[0]
     if not isinstance(images, Mapping) or not images:
         raise wrong_value(2, f"DLResult[{key!r}] must be a dict of heatmap images", operator)
-    image_key, heatmap = next(iter(images.items()))
-    class_id = int(str(image_key).rsplit("_", 1)[-1])
-    method = key[len("heatmap_"):]
-    kind = "cam" if np.ndim(heatmap) == 2 and method not in ("guided_grad_cam",) else "image"
+    try:
+        entry = heatmap_entry({key: images})
+    except KeyError:
+        raise wrong_value(2, f"DLResult[{key!r}] holds no heatmap image", operator) from None
+    class_id, heatmap, method = entry.class_id, entry.image, entry.method
+    kind = method_kind(method, heatmap)
     legend = None
     if show_legend:
         legend = Legend(method, names.get(class_id, str(class_id)), class_id,
-                        _confidence(result, class_id), scheme if kind == "cam" else None)
+                        _confidence(result, class_id), scheme if kind == "map" else None)
     return render_heatmap(image, heatmap, kind, scheme, legend)
 
 

@@ -7,33 +7,68 @@ ported scripts can keep their ``except`` clauses and code checks.
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ErrorCode(IntEnum):
+    """Every HALCON error code dlheatmap raises, named once. An ``ErrorCode`` compares equal to
+    HALCON's number (``ErrorCode.UNSUPPORTED_METHOD == 7852``); the generic codes that carry a
+    parameter position (120n, 130n, 140n) come from :func:`wrong_type`, :func:`wrong_value` and
+    :func:`wrong_count` instead."""
+
+    WRONG_OBJECT_COUNT = 1501
+    UNKNOWN_HANDLE = 2450
+    DICT_KEY_MISSING = 2894
+    DICT_TUPLE_LENGTH = 2895
+    DICT_TUPLE_TYPE = 2896
+    FILE_NOT_FOUND = 5200
+    WRITE_FAILED = 5212
+    WRONG_PIXEL_TYPE = 5217
+    NOT_AN_IMAGE_FILE = 5234
+    WRONG_GRAPHIC_FORMAT = 5235
+    INPUTS_MISSING = 7783
+    INVALID_LAYER = 7785
+    PARAM_NOT_AVAILABLE = 7788
+    CLASS_IDS_NOT_UNIQUE = 7792
+    READ_ONNX = 7801
+    UNSUPPORTED_RUNTIME = 7850
+    UNSUPPORTED_MODEL_TYPE = 7851
+    UNSUPPORTED_METHOD = 7852
+    WRONG_TARGET_CLASS = 7853
+    UNSUPPORTED_GENPARAM = 7911
+    UNSUPPORTED_MODEL = 7912
+    UNSUPPORTED_GENVALUE = 7914
+    WRONG_GREY_TYPE = 9001
+    WRONG_IMAGE_SIZE = 9004
+
+
 # HALCON error texts for the codes dlheatmap raises (from HALCON's error code table).
 ERROR_TEXTS: dict[int, str] = {
-    1501: "Wrong number of values of object parameter 1",
-    2450: "Unknown handle or handle of wrong type",
-    2894: "Key not found in dictionary",
-    2895: "Incorrect tuple length in dict",
-    2896: "Incorrect tuple type in dict",
-    5200: "File not found",
-    5212: "Error while writing to file",
-    5217: "Wrong type for pixel (e.g. byte)",
-    5234: "No file found in known graphic format",
-    5235: "Wrong graphic format",
-    7783: "DL: Inputs missing in input dict",
-    7785: "DL: Invalid layer name",
-    7788: "DL: Parameter is not available",
-    7792: "DL: Some class ids are not unique",
-    7801: "Error occurred while reading an ONNX model",
-    7850: "DL: Heatmap is unsupported with the selected runtime",
-    7851: "DL: Unsupported heatmap model type. The heatmap is only applicable for model type "
-    "'classification'",
-    7852: "DL: Unsupported heatmap method",
-    7853: "DL: Wrong target class id for heatmap",
-    7911: "DL: Unsupported generic parameter",
-    7912: "DL: Operator does not support model",
-    7914: "DL: Unsupported generic value(s)",
-    9001: "Image to process has wrong gray value type",
-    9004: "Wrong image format for operation (too big or too small)",
+    ErrorCode.WRONG_OBJECT_COUNT: "Wrong number of values of object parameter 1",
+    ErrorCode.UNKNOWN_HANDLE: "Unknown handle or handle of wrong type",
+    ErrorCode.DICT_KEY_MISSING: "Key not found in dictionary",
+    ErrorCode.DICT_TUPLE_LENGTH: "Incorrect tuple length in dict",
+    ErrorCode.DICT_TUPLE_TYPE: "Incorrect tuple type in dict",
+    ErrorCode.FILE_NOT_FOUND: "File not found",
+    ErrorCode.WRITE_FAILED: "Error while writing to file",
+    ErrorCode.WRONG_PIXEL_TYPE: "Wrong type for pixel (e.g. byte)",
+    ErrorCode.NOT_AN_IMAGE_FILE: "No file found in known graphic format",
+    ErrorCode.WRONG_GRAPHIC_FORMAT: "Wrong graphic format",
+    ErrorCode.INPUTS_MISSING: "DL: Inputs missing in input dict",
+    ErrorCode.INVALID_LAYER: "DL: Invalid layer name",
+    ErrorCode.PARAM_NOT_AVAILABLE: "DL: Parameter is not available",
+    ErrorCode.CLASS_IDS_NOT_UNIQUE: "DL: Some class ids are not unique",
+    ErrorCode.READ_ONNX: "Error occurred while reading an ONNX model",
+    ErrorCode.UNSUPPORTED_RUNTIME: "DL: Heatmap is unsupported with the selected runtime",
+    ErrorCode.UNSUPPORTED_MODEL_TYPE: "DL: Unsupported heatmap model type. The heatmap is only "
+    "applicable for model type 'classification'",
+    ErrorCode.UNSUPPORTED_METHOD: "DL: Unsupported heatmap method",
+    ErrorCode.WRONG_TARGET_CLASS: "DL: Wrong target class id for heatmap",
+    ErrorCode.UNSUPPORTED_GENPARAM: "DL: Unsupported generic parameter",
+    ErrorCode.UNSUPPORTED_MODEL: "DL: Operator does not support model",
+    ErrorCode.UNSUPPORTED_GENVALUE: "DL: Unsupported generic value(s)",
+    ErrorCode.WRONG_GREY_TYPE: "Image to process has wrong gray value type",
+    ErrorCode.WRONG_IMAGE_SIZE: "Wrong image format for operation (too big or too small)",
 }
 
 # HALCON's generic control-parameter codes: base + position of the parameter (1..20).

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from dlheatmap import cli
+from dlheatmap.results import heatmap_entry
 from tests import models
 
 SIZE = 16
@@ -288,7 +289,7 @@ def test_explain_runner_takes_halcons_target_classes(model_path):
     run = cli.METHODS["saliency"].run
     for targets, expected in (([1], 1), (1, 1), ((0,), 0), ([], 0), (None, 0)):
         results = run(model, samples, targets, {})
-        assert [cli.heatmap_entry(result)[0] for result in results] == [expected] * 2
+        assert [heatmap_entry(result).class_id for result in results] == [expected] * 2
     with pytest.raises(dl.HOperatorError) as info:
         run(model, samples, [0, 1], {})
     assert info.value.error_code == 1404
@@ -369,7 +370,7 @@ def test_adding_a_method_is_one_entry(tmp_path, model_path, monkeypatch):
                  "heatmap_fake": {"fake_image_class_0": np.ones((SIZE, SIZE), np.float32)}}
                 for _ in samples]
 
-    monkeypatch.setitem(cli.METHODS, "fake", cli.Method("fake", "cam", fake, "a test method"))
+    monkeypatch.setitem(cli.METHODS, "fake", cli.Method("fake", "map", fake, "a test method"))
     Image.fromarray(blob_image()).save(tmp_path / "a.png")
     assert run_cli(model_path, tmp_path / "a.png", "-o", tmp_path / "o", "-m", "fake",
                    "-q") == 0

@@ -82,13 +82,13 @@ def test_blend_is_half_image_half_colour():
     rng = np.random.default_rng(4)
     image = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
     heat = rng.uniform(0, 1, (6, 5))
-    picture = render_heatmap(image, heat, "cam", "jet", None, min_size=1)
+    picture = render_heatmap(image, heat, "map", "jet", None, min_size=1)
     matplotlib = pytest.importorskip("matplotlib")
     colours = matplotlib.colormaps["jet"](heat)[..., :3]
     # picture = 0.5 image + 0.5 * 255 * colour (within jet's difference to matplotlib).
     recovered = (picture.astype(float) - 0.5 * image) / (0.5 * 255)
     assert np.abs(recovered - colours).max() < 0.14
-    zero = render_heatmap(image, np.zeros((6, 5)), "cam", "jet", None, min_size=1)
+    zero = render_heatmap(image, np.zeros((6, 5)), "map", "jet", None, min_size=1)
     np.testing.assert_array_equal(zero, np.rint(0.5 * image + [0, 0, 0.5 * 255 * 0.5]))
 
 
@@ -96,7 +96,7 @@ def test_overlay_is_aligned_after_enlarging():
     image = np.zeros((10, 12), np.uint8)
     heat = np.zeros((10, 12))
     heat[2, 9] = 1.0
-    picture = render_heatmap(image, heat, "cam", "hot", None, min_size=120)
+    picture = render_heatmap(image, heat, "map", "hot", None, min_size=120)
     assert picture.shape == (100, 120, 3)  # factor 10, no legend
     brightness = picture.astype(int).sum(axis=2)
     row, col = np.unravel_index(brightness.argmax(), brightness.shape)
@@ -107,7 +107,7 @@ def test_heatmap_of_another_size_is_stretched_onto_the_image():
     image = np.zeros((40, 80, 3), np.uint8)
     heat = np.zeros((4, 4))
     heat[0, 3] = 1.0  # top right corner of the map
-    picture = render_heatmap(image, heat, "cam", "hot", None, min_size=1)
+    picture = render_heatmap(image, heat, "map", "hot", None, min_size=1)
     brightness = picture.astype(int).sum(axis=2)
     row, col = np.unravel_index(brightness.argmax(), brightness.shape)
     assert row < 10 and col >= 60
@@ -117,7 +117,7 @@ def test_legend_band_with_text_and_colour_bar():
     image = np.full((64, 64, 3), 90, np.uint8)
     legend = Legend("grad_cam", "scratch", 7, 0.875, "jet")
     assert legend.lines() == ["Grad-CAM (jet)", "Class: scratch (ID 7)", "Confidence: 87.50 %"]
-    picture = render_heatmap(image, np.zeros((64, 64)), "cam", "jet", legend, min_size=320)
+    picture = render_heatmap(image, np.zeros((64, 64)), "map", "jet", legend, min_size=320)
     assert picture.shape[1] == 320 and picture.shape[0] > 320
     band = picture[320:]
     dark = (band.sum(axis=2) < 200).mean()
@@ -216,7 +216,7 @@ def test_dump_window_errors(tmp_path):
 
 def test_all_schemes_render():
     for scheme in COLOR_SCHEMES:
-        picture = render_heatmap(np.zeros((8, 8)), np.linspace(0, 1, 64).reshape(8, 8), "cam",
+        picture = render_heatmap(np.zeros((8, 8)), np.linspace(0, 1, 64).reshape(8, 8), "map",
                                  scheme, None, min_size=8)
         assert picture.dtype == np.uint8 and picture.shape == (8, 8, 3)
 
@@ -264,8 +264,8 @@ def test_legend_of_a_narrow_picture_is_not_cut(width):
     image = rng.integers(0, 256, (512, width, 3), dtype=np.uint8)
     heat = rng.uniform(0, 1, (512, width))
     legend = Legend("grad_cam_plus_plus", "ring", 1, 0.523, "jet")
-    picture = render_heatmap(image, heat, "cam", "jet", legend)
-    plain = render_heatmap(image, heat, "cam", "jet", None)
+    picture = render_heatmap(image, heat, "map", "jet", legend)
+    plain = render_heatmap(image, heat, "map", "jet", None)
     offset = (picture.shape[1] - width) // 2
     np.testing.assert_array_equal(picture[:512, offset:offset + width], plain)
     assert (picture[:512, :offset] == 255).all() and (picture[:512, offset + width:] == 255).all()

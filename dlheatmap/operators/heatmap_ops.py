@@ -21,6 +21,7 @@ from dlheatmap.operators._args import (
     string_arg,
 )
 from dlheatmap.params import ModelParams, short_repr
+from dlheatmap.results import heatmap_dict
 from dlheatmap.samples import as_sample_list, images_from_samples
 from dlheatmap.spec import operator_spec
 
@@ -193,13 +194,11 @@ def _gen_value(spec, item: Any) -> Any:
 
 def _results(result: core.HeatmapResult, samples: list[Mapping], params: ModelParams,
              method: str) -> list[dict]:
-    spec = operator_spec(OPERATOR).extra
     results = sorted_results(result.probabilities, params)
     for index, (entry, sample) in enumerate(zip(results, samples, strict=True)):
         class_id = params.class_ids[int(result.targets[index])]
         image = result.heatmaps[index]
         if method == "guided_grad_cam" and np.ndim(sample["image"]) == 2:
             image = image[..., 0]
-        key = f"{spec['image_key_prefix'][method]}{class_id}"
-        entry[spec["result_keys"][method]] = {key: np.ascontiguousarray(image, np.float32)}
+        entry.update(heatmap_dict(method, class_id, np.ascontiguousarray(image, np.float32)))
     return results
