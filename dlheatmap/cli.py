@@ -23,8 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from dlheatmap.errors import HOperatorError
+from dlheatmap.arguments import one_class_or_none
+from dlheatmap.errors import ErrorCode, HOperatorError
+from dlheatmap.methods import METHODS as ALL_METHODS
 from dlheatmap.results import heatmap_dict, heatmap_entry
+from dlheatmap.spec import operator_spec
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -79,7 +82,8 @@ def _explain_method(name: str) -> Runner:
 
         unsupported = sorted(set(gen_param) - {"target_conv_layer"})
         if unsupported:
-            raise HOperatorError(7911, f"{unsupported}: the methods of dlheatmap.explain take "
+            raise HOperatorError(ErrorCode.UNSUPPORTED_GENPARAM,
+                                 f"{unsupported}: the methods of dlheatmap.explain take "
                                  "only target_conv_layer", "dlheatmap")
         layer = gen_param.get("target_conv_layer")
         targets = _one_class_for_all(target_classes)
@@ -98,53 +102,26 @@ def _explain_method(name: str) -> Runner:
 def _one_class_for_all(target_classes: Any) -> int | None:
     """gen_dl_model_heatmap's TargetClasses (none, or one class ID for every sample) as
     explain's targets. A bare int, not [ID]: explain reads a sequence as one ID per image."""
-    if target_classes is None:
-        return None
-    values = np.atleast_1d(target_classes).tolist()
-    if len(values) > 1:
-        raise HOperatorError(1404, f"TargetClasses takes one class ID or none, got "
-                             f"{len(values)}", "dlheatmap")
-    return int(values[0]) if values else None
+    return one_class_or_none(target_classes, 4, "dlheatmap")
 
 
-# The methods beyond HALCON in the order --help lists them: Grad-CAM's gradient-weighted
-# relatives first, then the CAMs without gradients, then the pixel-level input gradients.
-_EXPLAIN_HELP = {
-    "grad_cam_plus_plus": "Grad-CAM++",
-    "xgrad_cam": "XGrad-CAM",
-    "layer_cam": "LayerCAM",
-    "hires_cam": "HiResCAM",
-    "score_cam": "Score-CAM, forward passes only",
-    "eigen_cam": "Eigen-CAM, class-agnostic",
-    "saliency": "gradient saliency of Simonyan et al.",
-    "guided_backprop": "guided backpropagation, shown alone",
-}
+def _help(name: str) -> str:
+    """A method's --help entry, from the methods' registry."""
+    method = ALL_METHODS[name]
+    shown = "shown alone" if method.kind == "image" else "blended over the image"
+    return f"{method.title}, {shown}"
 
 
-def _explain_methods() -> list[Method]:
-    from dlheatmap.methods import METHODS as ALL_METHODS
-
-    # methods registered later and not listed above come last, under their titles
-    names = [*_EXPLAIN_HELP, *(name for name in ALL_METHODS if name not in _EXPLAIN_HELP)]
-    return [
-        Method(name, ALL_METHODS[name].kind, _explain_method(name),
-               _EXPLAIN_HELP.get(name, ALL_METHODS[name].title))
-        for name in names
-        if name not in HALCON_METHODS  # HALCON's own, above
-    ]
+def _runner(name: str) -> Runner:
+    return _halcon_method(name) if name in HALCON_METHODS else _explain_method(name)
 
 
-HALCON_METHODS = ("grad_cam", "guided_grad_cam")
+HALCON_METHODS = tuple(operator_spec("gen_dl_model_heatmap").extra["methods"])
 
+# HALCON's own methods first, then the rest of the registry in its order
 METHODS: dict[str, Method] = {
-    method.name: method
-    for method in (
-        Method("grad_cam", "map", _halcon_method("grad_cam"),
-               "Grad-CAM, blended over the image"),
-        Method("guided_grad_cam", "image", _halcon_method("guided_grad_cam"),
-               "Guided Grad-CAM, shown alone"),
-        *_explain_methods(),
-    )
+    name: Method(name, ALL_METHODS[name].kind, _runner(name), _help(name))
+    for name in (*HALCON_METHODS, *(n for n in ALL_METHODS if n not in HALCON_METHODS))
 }
 
 

@@ -15,12 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from dlheatmap.errors import HOperatorError, wrong_type, wrong_value
+from dlheatmap.errors import ErrorCode, HOperatorError, wrong_type, wrong_value
 
-UNKNOWN_HANDLE = 2450
-KEY_MISSING = 2894
-TUPLE_LENGTH = 2895
-TUPLE_TYPE = 2896
 DICT_PARAMS = ("keys", "key_exists", "key_data_type")
 
 
@@ -71,7 +67,7 @@ def get_dict_tuple(dict_handle: dict, key: Any) -> list:
     operator = "get_dict_tuple"
     value = _value(dict_handle, key, operator)
     if isinstance(value, np.ndarray):
-        raise HOperatorError(TUPLE_TYPE, f"key {key!r} holds an object, not a tuple "
+        raise HOperatorError(ErrorCode.DICT_TUPLE_TYPE, f"key {key!r} holds an object, not a tuple "
                              "(use get_dict_object)", operator)
     if isinstance(value, (list, tuple)):
         return list(value)
@@ -82,7 +78,8 @@ def get_dict_tuple_s(dict_handle: dict, key: Any) -> Any:
     """The single value stored under ``key``; 2895 if the tuple has not exactly one element."""
     values = get_dict_tuple(dict_handle, key)
     if len(values) != 1:
-        raise HOperatorError(TUPLE_LENGTH, f"key {key!r} holds {len(values)} values, not one",
+        raise HOperatorError(ErrorCode.DICT_TUPLE_LENGTH,
+                             f"key {key!r} holds {len(values)} values, not one",
                              "get_dict_tuple_s")
     return values[0]
 
@@ -119,7 +116,7 @@ def get_dict_object(dict_handle: dict, key: Any) -> Any:
     is_object = isinstance(value, np.ndarray) or (
         isinstance(value, list) and value and all(isinstance(v, np.ndarray) for v in value))
     if not is_object:
-        raise HOperatorError(TUPLE_TYPE, f"key {key!r} holds a tuple, not an object "
+        raise HOperatorError(ErrorCode.DICT_TUPLE_TYPE, f"key {key!r} holds a tuple, not an object "
                              "(use get_dict_tuple)", operator)
     return value
 
@@ -164,7 +161,8 @@ def get_dict_param(dict_handle: dict, gen_param_name: str, key: Any = ()) -> lis
     types = []
     for name in names:
         if name not in handle:
-            raise HOperatorError(KEY_MISSING, f"no key {name!r} in the dictionary", operator)
+            raise HOperatorError(ErrorCode.DICT_KEY_MISSING,
+                                 f"no key {name!r} in the dictionary", operator)
         types.append(_data_type(handle[name]))
     return types
 
@@ -173,7 +171,8 @@ def get_dict_param_s(dict_handle: dict, gen_param_name: str, key: Any = ()) -> A
     """get_dict_param for a single result value; 2895 if there is not exactly one."""
     values = get_dict_param(dict_handle, gen_param_name, key)
     if len(values) != 1:
-        raise HOperatorError(TUPLE_LENGTH, f"{len(values)} values, not one", "get_dict_param_s")
+        raise HOperatorError(ErrorCode.DICT_TUPLE_LENGTH,
+                             f"{len(values)} values, not one", "get_dict_param_s")
     return values[0]
 
 
@@ -192,7 +191,7 @@ def _handle(value: Any, operator: str) -> dict:
     if isinstance(value, list) and len(value) == 1:
         value = value[0]  # a handle passed as a one-element HALCON tuple
     if not isinstance(value, dict):
-        raise HOperatorError(UNKNOWN_HANDLE, f"DictHandle must be a dict, got "
+        raise HOperatorError(ErrorCode.UNKNOWN_HANDLE, f"DictHandle must be a dict, got "
                              f"{type(value).__name__}", operator)
     return value
 
@@ -217,7 +216,8 @@ def _value(dict_handle: Any, key: Any, operator: str) -> Any:
     handle = _handle(dict_handle, operator)
     name = _key(key, 2, operator)
     if name not in handle:
-        raise HOperatorError(KEY_MISSING, f"no key {name!r} in the dictionary", operator)
+        raise HOperatorError(ErrorCode.DICT_KEY_MISSING,
+                             f"no key {name!r} in the dictionary", operator)
     return handle[name]
 
 

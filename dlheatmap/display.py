@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from dlheatmap.errors import HOperatorError, wrong_type, wrong_value
+from dlheatmap.errors import ErrorCode, HOperatorError, wrong_type, wrong_value
 from dlheatmap.imaging import FILE_FORMATS, resize, save_image, with_suffix
 from dlheatmap.methods import METHODS
 from dlheatmap.methods.base import KINDS
 from dlheatmap.results import heatmap_entry, method_kind
+from dlheatmap.values import single
 
 COLOR_SCHEMES = ("jet", "inverse_jet", "hot", "inverse_hot")
 DEFAULT_SCHEME = "jet"
@@ -380,23 +381,19 @@ def _display_options(gen_param: Any, operator: str) -> tuple[str, bool]:
     if unknown:
         raise wrong_value(5, f"unknown GenParam keys {unknown}; known: "
                           f"{list(DISPLAY_GEN_PARAMS)}", operator)
-    scheme = _single(gen_param.get("heatmap_color_scheme", DEFAULT_SCHEME))
+    scheme = single(gen_param.get("heatmap_color_scheme", DEFAULT_SCHEME))
     if scheme not in COLOR_SCHEMES:
         raise wrong_value(5, f"heatmap_color_scheme {scheme!r} is not one of "
                           f"{list(COLOR_SCHEMES)}", operator)
-    legend = _single(gen_param.get("display_legend", "true"))
+    legend = single(gen_param.get("display_legend", "true"))
     if legend not in ("true", "false", True, False):
         raise wrong_value(5, f"display_legend must be 'true' or 'false', got {legend!r}",
                           operator)
     return scheme, legend in ("true", True)
 
 
-def _single(value: Any) -> Any:
-    return value[0] if isinstance(value, (list, tuple)) and len(value) == 1 else value
-
-
 def _mapping(value: Any, position: int, name: str, operator: str) -> Any:
-    value = _single(value) if isinstance(value, list) else value
+    value = single(value) if isinstance(value, list) else value
     if not isinstance(value, (dict, Mapping)):
         raise wrong_type(position, f"{name} must be a dict, got {type(value).__name__}",
                          operator)
@@ -405,12 +402,13 @@ def _mapping(value: Any, position: int, name: str, operator: str) -> Any:
 
 def _lookup(mapping: Mapping, key: str, operator: str) -> Any:
     if key not in mapping:
-        raise HOperatorError(2894, f"no key {key!r} in the dictionary", operator)
+        raise HOperatorError(ErrorCode.DICT_KEY_MISSING,
+                             f"no key {key!r} in the dictionary", operator)
     return mapping[key]
 
 
 def _window(windows: dict, key: str) -> DisplayWindow:
-    existing = _single(windows.get(key))
+    existing = single(windows.get(key))
     if isinstance(existing, DisplayWindow):
         return existing
     window = DisplayWindow(key)
@@ -419,9 +417,10 @@ def _window(windows: dict, key: str) -> DisplayWindow:
 
 
 def _window_handle(window_handle: Any, operator: str) -> DisplayWindow:
-    window = _single(window_handle)
+    window = single(window_handle)
     if not isinstance(window, DisplayWindow):
-        raise HOperatorError(2450, f"WindowHandle must be a window from dev_display_dl_data, "
+        raise HOperatorError(ErrorCode.UNKNOWN_HANDLE,
+                             f"WindowHandle must be a window from dev_display_dl_data, "
                              f"got {type(window).__name__}", operator)
     if window.picture is None:
         raise wrong_value(1, "the window shows nothing yet", operator)
@@ -451,10 +450,10 @@ def dump_window(window_handle: Any, device: str, file_name: str | os.PathLike) -
     """
     operator = "dump_window"
     window = _window_handle(window_handle, operator)
-    device = _single(device)
+    device = single(device)
     name = device.split()[0].lower() if isinstance(device, str) and device.strip() else ""
     if name not in FILE_FORMATS:
         raise wrong_value(2, f"Device {device!r} is not one of {sorted(FILE_FORMATS)}", operator)
-    path = with_suffix(_single(file_name), name)
+    path = with_suffix(single(file_name), name)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(window.picture, path, operator)

@@ -15,42 +15,32 @@ Each method's output kind is ``METHODS[name].kind``: 'map' (one H x W map per ta
 
 from __future__ import annotations
 
-import numbers
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from dlheatmap.errors import HOperatorError, wrong_count, wrong_type, wrong_value
-from dlheatmap.gradients import LayerGradients, Targets, guided_gradients, layer_gradients
-from dlheatmap.graph import LayerInfo
-from dlheatmap.methods import (
-    METHODS,
-    NORMALIZATIONS,
-    CAMMethod,
-    GradCAM,
-    GuidedGradCAM,
-    Method,
-    ScoreCAM,
-    upsample,
+from dlheatmap.arguments import (
+    LayerError,
+    class_indices,
+    default_layer,
+    is_integer,
+    is_real,
+    lookup_layer,
+    prepare,
 )
+from dlheatmap.engine import SCORES, Targets, gather
+from dlheatmap.errors import ErrorCode, HOperatorError, wrong_count, wrong_type, wrong_value
+from dlheatmap.graph import LayerInfo
+from dlheatmap.methods import METHODS, NORMALIZATIONS, Method
 from dlheatmap.methods import normalize as normalize_maps
-from dlheatmap.methods.forward import SCORES, forward_scores, layer_activations
-from dlheatmap.methods.gradient import InputGradientMethod
+from dlheatmap.methods import upsample as upsample_maps
 from dlheatmap.model import Model
 from dlheatmap.params import ModelParams
-from dlheatmap.samples import images_from_samples
 
 OPERATOR = "explain"
-INVALID_LAYER = 7785
-UNSUPPORTED_MODEL_TYPE = 7851
-UNSUPPORTED_METHOD = 7852
-WRONG_TARGET_CLASS = 7853
-NO_LAYER = 7912
 
 __all__ = ["METHODS", "Explanation", "explain"]
 
@@ -154,115 +144,37 @@ def explain(
         or not a spatial layer, 7912 no default layer; 1306 score, 1307 normalize, 1208 upsample,
         1309 eps out of range.
     """
-    handle, params, batch = prepare(model, images)
+    handle, params, batch = prepare(model, images, OPERATOR)
     chosen = _method(method)
     indices = target_indices(targets, params, len(batch))
     score, mode, eps = _options(chosen, score, normalize, upsample, eps)
     node = _layer(handle, layer, chosen, params)
-    passed, maps, layer_maps = _compute(handle, batch, chosen, indices, node, params, score,
-                                        upsample)
-    item_ndim = 3 if chosen.kind == "image" else 2
-    heat = normalize_maps(maps, mode, eps, item_ndim)
-    ids = np.asarray(params.class_ids, np.int64)[passed.targets]
-    return Explanation(chosen.name, chosen.kind, heat, ids, passed.targets,
-                       passed.probabilities, node.name if node else None, layer_maps)
+    # where the engine computes the map in its graph, it can resize and normalise it too
+    head = mode if upsample and eps == 0 else None
+    evidence = gather(handle, batch, chosen.needs, Targets(indices),
+                      node.output if node else None, params, score=score, heatmap_mode=head)
+    maps = chosen.compute(evidence)
+    layer_maps = maps if chosen.at_layer_resolution else None
+    if evidence.heatmaps is not None:
+        heat = evidence.heatmaps
+    else:
+        heat = normalize_maps(_resized(maps, batch, chosen, upsample), mode, eps,
+                              3 if chosen.kind == "image" else 2)
+    ids = np.asarray(params.class_ids, np.int64)[evidence.targets]
+    return Explanation(chosen.name, chosen.kind, heat, ids, evidence.targets,
+                       evidence.probabilities, node.name if node else None, layer_maps)
+
+
+def _resized(maps: np.ndarray, images: np.ndarray, method: Method, resize: bool) -> np.ndarray:
+    """Layer-resolution maps [N, T, h, w] upsampled to the images, if asked for."""
+    if not (method.at_layer_resolution and resize):
+        return maps
+    height, width = images.shape[1:3]
+    flat = upsample_maps(maps.reshape(-1, *maps.shape[2:]), height, width)
+    return flat.reshape(*maps.shape[:2], height, width)
 
 
 # --- argument checks -------------------------------------------------------------------------
-
-_MODEL_CACHE: OrderedDict[tuple, Model] = OrderedDict()
-_MODEL_CACHE_SIZE = 4
-_MODEL_LOCK = threading.Lock()
-
-
-def prepare(
-    model: Any, images: Any, operator: str = OPERATOR
-) -> tuple[Model, ModelParams, np.ndarray]:
-    """Check a model and images as explain and the metrics take them (positions 1 and 2).
-
-    Returns
-    -------
-    (Model, ModelParams, ndarray)
-        The handle, the parameters for this call (symbolic input dimensions taken from the
-        images) and the images as a new N x H x W x C float32 array.
-
-    Raises
-    ------
-    HOperatorError
-        1201, 7801, 2450, 7851, 7912, and 1202/1302/1402 for the images.
-    """
-    handle = as_model(model, operator)
-    handle.ensure_usable(operator)
-    if handle.info.model_type != "classification":
-        raise HOperatorError(UNSUPPORTED_MODEL_TYPE, f"model type {handle.info.model_type!r}",
-                             operator)
-    batch = image_array(images, operator)
-    params = params_for(handle, batch, operator)
-    batch = images_from_samples([{"image": image} for image in batch], params, operator, 2)
-    return handle, params, batch
-
-
-def as_model(model: Any, operator: str = OPERATOR) -> Model:
-    """A Model as it is, or the Model read from a path (a few are kept, keyed by path, size
-    and modification time)."""
-    if isinstance(model, Model):
-        return model
-    if not isinstance(model, (str, os.PathLike)):
-        raise wrong_type(1, f"model must be a dlheatmap Model or a path, got "
-                         f"{type(model).__name__}", operator)
-    path = os.path.realpath(os.fspath(model))
-    try:
-        stat = os.stat(path)
-        key = (path, stat.st_mtime_ns, stat.st_size)
-    except OSError:
-        key = None  # read_dl_model's error (7801) says what is wrong
-    with _MODEL_LOCK:
-        if key is not None and key in _MODEL_CACHE:
-            _MODEL_CACHE.move_to_end(key)
-            return _MODEL_CACHE[key]
-    handle = Model.from_file(path, operator)
-    if key is None:
-        return handle
-    with _MODEL_LOCK:
-        _MODEL_CACHE[key] = handle
-        while len(_MODEL_CACHE) > _MODEL_CACHE_SIZE:
-            _MODEL_CACHE.popitem(last=False)
-    return handle
-
-
-def image_array(images: Any, operator: str = OPERATOR) -> np.ndarray:
-    """N x H x W x C, H x W x C or H x W as a 4-D view (values are checked later)."""
-    if not isinstance(images, np.ndarray):
-        raise wrong_type(2, f"images must be a numpy array, got {type(images).__name__}",
-                         operator)
-    if images.ndim == 2:
-        images = images[None, :, :, None]
-    elif images.ndim == 3:
-        images = images[None]
-    elif images.ndim != 4:
-        raise wrong_value(2, f"images must be N x H x W x C, H x W x C or H x W, got shape "
-                          f"{images.shape}", operator)
-    if len(images) == 0:
-        raise wrong_count(2, "no images given", operator)
-    return images
-
-
-def params_for(model: Model, images: np.ndarray, operator: str = OPERATOR) -> ModelParams:
-    """The handle's parameters, with symbolic input dimensions taken from the images."""
-    params = model.params
-    image = model.info.image_input
-    if image is None:
-        raise HOperatorError(NO_LAYER, "the model has no single image input", operator)
-    _, height, width, channels = images.shape
-    changes = {}
-    if image.height is None:
-        changes["image_height"] = int(height)
-    if image.width is None:
-        changes["image_width"] = int(width)
-    if image.channels is None:
-        changes["image_num_channels"] = int(channels)
-    return replace(params, **changes) if changes else params
-
 
 def _method(method: Any) -> Method:
     if isinstance(method, Method):
@@ -273,14 +185,9 @@ def _method(method: Any) -> Method:
         raise wrong_type(3, f"method must be a name or a Method, got {type(method).__name__}",
                          OPERATOR)
     if method not in METHODS:
-        raise HOperatorError(UNSUPPORTED_METHOD, f"method {method!r} is not one of "
+        raise HOperatorError(ErrorCode.UNSUPPORTED_METHOD, f"method {method!r} is not one of "
                              f"{sorted(METHODS)}", OPERATOR)
     return METHODS[method]()
-
-
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(
-        value, (bool, np.bool_))
 
 
 def target_indices(
@@ -290,16 +197,11 @@ def target_indices(
     or None for each image's top class."""
     if targets is None:
         return None
-    if _is_integer(targets):
+    if is_integer(targets):
         ids = np.full((count, 1), int(targets), np.int64)
     else:
         ids = _id_array(targets, count, operator)
-    index_of = {class_id: index for index, class_id in enumerate(params.class_ids)}
-    unknown = sorted({int(i) for i in ids.ravel()} - set(index_of))
-    if unknown:
-        raise HOperatorError(WRONG_TARGET_CLASS, f"class IDs {unknown} are not among the "
-                             f"model's class_ids {list(params.class_ids)}", operator)
-    return np.vectorize(index_of.__getitem__, otypes=[np.int64])(ids).reshape(ids.shape)
+    return class_indices(ids, params, "targets", operator)
 
 
 def _id_array(targets: Any, count: int, operator: str) -> np.ndarray:
@@ -309,7 +211,7 @@ def _id_array(targets: Any, count: int, operator: str) -> np.ndarray:
     array = np.asarray(targets, dtype=object)
     if array.size == 0:
         raise wrong_count(4, "targets is empty; use None for each image's top class", operator)
-    if array.ndim not in (1, 2) or not all(_is_integer(v) for v in array.ravel()):
+    if array.ndim not in (1, 2) or not all(is_integer(v) for v in array.ravel()):
         raise wrong_type(4, "targets must hold integer class IDs, as a 1-D sequence (one per "
                          "image) or an N x T array (T per image)", operator)
     if array.shape[0] != count:
@@ -329,83 +231,22 @@ def _options(method: Method, score, mode, upsample_maps, eps) -> tuple[str, str,
                           OPERATOR)
     if not isinstance(upsample_maps, (bool, np.bool_)):
         raise wrong_type(8, f"upsample must be True or False, got {upsample_maps!r}", OPERATOR)
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not (
-            np.isfinite(eps) and eps >= 0):
+    if not is_real(eps) or not (np.isfinite(eps) and eps >= 0):
         raise wrong_value(9, f"eps must be a finite number >= 0, got {eps!r}", OPERATOR)
     return score, mode, float(eps)
 
 
 def _layer(model: Model, name: Any, method: Method, params: ModelParams) -> LayerInfo | None:
-    if not method.uses_layer:
+    if not method.uses_layer():
         if name is not None:
             raise wrong_value(5, f"method {method.name!r} uses no layer; leave layer None",
                               OPERATOR)
         return None
     if name is None:
-        layer = model.default_target_layer(params)
-        if layer is None:
-            raise HOperatorError(NO_LAYER, "the model has no convolution with an output "
-                                 "larger than 1 x 1", OPERATOR)
-        return layer
+        return default_layer(model, params, OPERATOR)
     if not isinstance(name, str):
         raise wrong_type(5, f"layer must be a node name, got {type(name).__name__}", OPERATOR)
-    layer = model.info.by_name.get(name)
-    if layer is None:
-        raise HOperatorError(INVALID_LAYER, f"no node named {name!r} ('summary' lists the "
-                             "node names)", OPERATOR)
-    shape = model.tensor_shapes(params).get(layer.output)
-    if shape is None or len(shape) != 4 or shape[2] <= 1 or shape[3] <= 1:
-        raise HOperatorError(INVALID_LAYER, f"node {name!r} has output shape {shape}; a "
-                             "layer method needs N x C x h x w with h and w > 1", OPERATOR)
-    return layer
-
-
-# --- computing ---------------------------------------------------------------------------------
-
-def _compute(model, images, method, indices, layer, params, score, upsample_maps):
-    """(passed, heatmaps before normalisation, raw layer maps or None)."""
-    choose = Targets(indices)
-    tensor = layer.output if layer is not None else None
-    height, width = images.shape[1:3]
-    if method.input_gradients is not None:
-        passed = guided_gradients(model, images, choose, tensor, params, score,
-                                  guided=method.input_gradients == "guided")
-        return passed, _input_gradient_maps(method, passed, height, width), None
-    if method.needs_gradients:
-        passed = layer_gradients(model, images, choose, tensor, params, score)
-    else:
-        passed = layer_activations(model, images, choose, tensor, params)
-    raw = _cam_maps(model, images, method, passed, params, score)
-    maps = raw
-    if upsample_maps:
-        flat = raw.reshape(-1, *raw.shape[2:])
-        maps = upsample(flat, height, width).reshape(*raw.shape[:2], height, width)
-    return passed, maps, raw
-
-
-def _cam_maps(model, images, method: CAMMethod, passed: LayerGradients, params, score):
-    """Raw CAM maps [N, T, h, w]."""
-    activations, targets = passed.activations, passed.targets
-    if isinstance(method, ScoreCAM):
-        chunk = method.batch
-        return method.maps(activations, images, targets,
-                           lambda batch: forward_scores(model, batch, params, score, chunk))
-    if not method.needs_gradients:  # class-agnostic: one map for every target
-        single = method(activations, None)
-        return np.repeat(single[:, None], targets.shape[1], axis=1)
-    return np.stack([method(activations, grads) for grads in passed.gradients], axis=1)
-
-
-def _input_gradient_maps(method: Method, passed: LayerGradients, height: int, width: int):
-    """Heatmaps [N, T, H, W(, C)] of input-gradient methods."""
-    per_target = []
-    for column, grads in enumerate(passed.input_gradients):
-        if isinstance(method, GuidedGradCAM):
-            cam = upsample(GradCAM()(passed.activations, passed.gradients[column]), height,
-                           width)
-            per_target.append(method(grads, cam))
-        elif isinstance(method, InputGradientMethod):
-            per_target.append(method(grads))
-        else:
-            raise TypeError(f"{type(method).__name__} is not an input-gradient method")
-    return np.stack(per_target, axis=1)
+    try:  # any spatial node: a Conv, or the Relu after it as Keras models have it
+        return lookup_layer(model, name, params, convolution=False)
+    except LayerError as exc:
+        raise HOperatorError(ErrorCode.INVALID_LAYER, str(exc), OPERATOR) from None

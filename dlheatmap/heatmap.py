@@ -1,7 +1,10 @@
 """Grad-CAM and Guided Grad-CAM on a Model: the Pythonic core behind gen_dl_model_heatmap.
 
-All functions take validated N x H x W x C float32 images (HALCON layout) and the classes to
-explain (:class:`dlheatmap.gradients.Targets`); the HALCON layer adds argument checking on top.
+Thin adapters over the methods :class:`~dlheatmap.methods.GradCAM` and
+:class:`~dlheatmap.methods.GuidedGradCAM` and the engine (:func:`dlheatmap.engine.gather`),
+the same path :func:`dlheatmap.explain` takes. All functions take validated N x H x W x C
+float32 images (HALCON layout) and the classes to explain
+(:class:`dlheatmap.engine.Targets`); the HALCON layer adds argument checking on top.
 """
 
 from __future__ import annotations
@@ -10,14 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dlheatmap.errors import HOperatorError
-from dlheatmap.gradients import Targets, graph_grad_cam, guided_gradients, layer_gradients
+from dlheatmap.arguments import LayerError, default_layer, lookup_layer
+from dlheatmap.engine import TOP_CLASS, Targets, gather
+from dlheatmap.errors import ErrorCode, HOperatorError
 from dlheatmap.graph import LayerInfo
-from dlheatmap.methods import GradCAM, scale, upsample
+from dlheatmap.methods import HALCON_SCALINGS, GradCAM, GuidedGradCAM, normalize, upsample
 from dlheatmap.model import Model
 from dlheatmap.params import ModelParams
-
-UNSUPPORTED_VALUE = 7914
 
 
 @dataclass
@@ -37,12 +39,8 @@ class HeatmapResult:
     tensor: str
 
 
-top_class = Targets()  # each sample's most probable class
-
-
-def fixed_class(index: int) -> Targets:
-    """The same class index for every sample."""
-    return Targets(np.array([index]))
+top_class = TOP_CLASS  # each sample's most probable class
+fixed_class = Targets.fixed  # the same class index for every sample
 
 
 def resolve_layer(
@@ -54,23 +52,11 @@ def resolve_layer(
     convolution with a 1 x 1 output; 7912 if the model has no suitable convolution at all.
     """
     if not name:
-        layer = model.default_target_layer(params)
-        if layer is None:
-            raise HOperatorError(
-                7912, "the model has no convolution with an output larger than 1 x 1", operator)
-        return layer
-    layer = model.info.by_name.get(name)
-    if layer is None:
-        raise HOperatorError(UNSUPPORTED_VALUE, f"no layer named {name!r} ('summary' lists "
-                             "the layer names)", operator)
-    if layer.op_type != "Conv":
-        raise HOperatorError(UNSUPPORTED_VALUE, f"layer {name!r} is a {layer.op_type}, not a "
-                             "convolution", operator)
-    size = model.spatial_size(layer, params)
-    if size is None or size[0] <= 1 or size[1] <= 1:
-        raise HOperatorError(UNSUPPORTED_VALUE, f"convolution {name!r} has a trivial output "
-                             f"size {size}; choose a layer with width and height > 1", operator)
-    return layer
+        return default_layer(model, params, operator)
+    try:
+        return lookup_layer(model, name, params, convolution=True)
+    except LayerError as exc:  # HALCON: a GenParam value it does not support
+        raise HOperatorError(ErrorCode.UNSUPPORTED_GENVALUE, str(exc), operator) from None
 
 
 def layer_tensor(model: Model, layer: LayerInfo, use_conv_only: bool) -> str:
@@ -91,18 +77,20 @@ def grad_cam(
     scaling: str = "scale_after_relu",
     params: ModelParams | None = None,
 ) -> HeatmapResult:
-    """Grad-CAM heatmaps [N, H, W] at the images' size."""
+    """Grad-CAM heatmaps [N, H, W] at the images' size, scaled by HALCON's ``scaling``."""
     params = params or model.params
     layer = layer or resolve_layer(model, None, params)
     tensor = layer_tensor(model, layer, use_conv_only)
-    passed = graph_grad_cam(model, images, choose, tensor, params, scaling)
-    if passed is not None:  # onnxruntime computed the whole heatmap
-        maps, heat = passed.grad_cam, passed.heatmaps
-    else:  # differentiated in torch; the map in numpy
-        passed = layer_gradients(model, images, choose, tensor, params)
-        maps = GradCAM()(passed.activations, passed.gradients[0])
-        heat = scale(upsample(maps, images.shape[1], images.shape[2]), scaling, in_place=True)
-    return HeatmapResult(passed.probabilities, passed.targets[:, 0], heat, maps, layer, tensor)
+    mode = HALCON_SCALINGS[scaling]
+    method = GradCAM()
+    evidence = gather(model, images, method.needs, choose, tensor, params, heatmap_mode=mode)
+    maps = method.compute(evidence)[:, 0]
+    if evidence.heatmaps is not None:  # the engine resized and scaled the map itself
+        heat = evidence.heatmaps[:, 0]
+    else:
+        heat = normalize(upsample(maps, images.shape[1], images.shape[2]), mode)
+    return HeatmapResult(evidence.probabilities, evidence.targets[:, 0], heat, maps, layer,
+                         tensor)
 
 
 def guided_grad_cam(
@@ -112,16 +100,14 @@ def guided_grad_cam(
     layer: LayerInfo | None = None,
     params: ModelParams | None = None,
 ) -> HeatmapResult:
-    """Guided Grad-CAM images [N, H, W, C]: guided backpropagation times the Grad-CAM map.
-
-    The Grad-CAM factor is the map upsampled to image size with negatives set to 0 and no
-    rescaling; the product is not rescaled either.
-    """
+    """Guided Grad-CAM images [N, H, W, C]: guided backpropagation times the Grad-CAM map
+    (:class:`~dlheatmap.methods.GuidedGradCAM`)."""
     params = params or model.params
     layer = layer or resolve_layer(model, None, params)
-    passed = guided_gradients(model, images, choose, layer.output, params)
-    maps = GradCAM()(passed.activations, passed.gradients[0])
-    cam = scale(upsample(maps, images.shape[1], images.shape[2]), "none", in_place=True)
-    heat = (passed.input_gradients[0] * cam[..., None]).astype(np.float32)
-    return HeatmapResult(passed.probabilities, passed.targets[:, 0], heat, maps, layer,
+    method = GuidedGradCAM()
+    evidence = gather(model, images, method.needs, choose, layer.output, params)
+    maps = GradCAM().compute(evidence)
+    heat = method.combine(evidence.input_gradients, maps)[:, 0]
+    maps = maps[:, 0]
+    return HeatmapResult(evidence.probabilities, evidence.targets[:, 0], heat, maps, layer,
                          layer.output)

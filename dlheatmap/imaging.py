@@ -21,13 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from dlheatmap.errors import HOperatorError, wrong_type, wrong_value
-
-FILE_NOT_FOUND = 5200
-WRITE_FAILED = 5212
-WRONG_PIXEL_TYPE = 5217
-NOT_AN_IMAGE_FILE = 5234
-WRONG_GRAPHIC_FORMAT = 5235
+from dlheatmap.errors import ErrorCode, HOperatorError, wrong_type, wrong_value
 
 # Suffixes tried, in this order, for a file name given without one (as HALCON's read_image does).
 READ_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -77,7 +71,7 @@ def load_image(path: str | os.PathLike, operator: str = "read_image") -> np.ndar
     except HOperatorError:
         raise
     except Exception as exc:  # every decoder has its own exception types
-        raise HOperatorError(NOT_AN_IMAGE_FILE, f"{file}: cannot decode the file "
+        raise HOperatorError(ErrorCode.NOT_AN_IMAGE_FILE, f"{file}: cannot decode the file "
                              f"({type(exc).__name__}: {exc})", operator) from exc
     return _checked_pixels(image, file, operator)
 
@@ -90,7 +84,7 @@ def _existing_file(path: Path, operator: str) -> Path:
             candidate = path.with_name(path.name + suffix)
             if candidate.is_file():
                 return candidate
-    raise HOperatorError(FILE_NOT_FOUND, f"no image file {os.fspath(path)!r}", operator)
+    raise HOperatorError(ErrorCode.FILE_NOT_FOUND, f"no image file {os.fspath(path)!r}", operator)
 
 
 def _is_tiff(file: Path) -> bool:
@@ -186,10 +180,10 @@ def _checked_pixels(image: np.ndarray, file: Path, operator: str) -> np.ndarray:
     if image.dtype in (np.float64, np.float16):
         image = image.astype(np.float32)
     if image.dtype not in (np.uint8, np.uint16, np.float32):
-        raise HOperatorError(WRONG_PIXEL_TYPE, f"{file}: pixel type {image.dtype} is not "
+        raise HOperatorError(ErrorCode.WRONG_PIXEL_TYPE, f"{file}: pixel type {image.dtype} is not "
                              "supported (8- or 16-bit unsigned, or float)", operator)
     if image.ndim not in (2, 3) or image.size == 0:
-        raise HOperatorError(NOT_AN_IMAGE_FILE, f"{file}: image of shape {image.shape}",
+        raise HOperatorError(ErrorCode.NOT_AN_IMAGE_FILE, f"{file}: image of shape {image.shape}",
                              operator)
     return np.ascontiguousarray(image)
 
@@ -271,12 +265,13 @@ def save_image(image: np.ndarray, path: str | os.PathLike, operator: str = "writ
         elif suffix in (".png", ".jpg", ".jpeg", ".bmp"):
             _write_with_pillow(image, path, suffix, operator)
         else:
-            raise HOperatorError(WRONG_GRAPHIC_FORMAT, f"unknown image file suffix {suffix!r} "
+            raise HOperatorError(ErrorCode.WRONG_GRAPHIC_FORMAT,
+                                 f"unknown image file suffix {suffix!r} "
                                  f"({path})", operator)
     except HOperatorError:
         raise
     except OSError as exc:
-        raise HOperatorError(WRITE_FAILED, f"{path}: {exc}", operator) from exc
+        raise HOperatorError(ErrorCode.WRITE_FAILED, f"{path}: {exc}", operator) from exc
     return path
 
 
@@ -297,7 +292,8 @@ def _write_with_pillow(image: np.ndarray, path: Path, suffix: str, operator: str
     allowed = (1, 2, 3, 4) if suffix == ".png" else (1, 3)
     if image.dtype != np.uint8 or channels not in allowed:
         raise HOperatorError(
-            WRONG_PIXEL_TYPE, f"{suffix} cannot hold a {image.dtype} image with {channels} "
+            ErrorCode.WRONG_PIXEL_TYPE,
+f"{suffix} cannot hold a {image.dtype} image with {channels} "
             "channel(s); use TIFF", operator)
     Image.fromarray(np.ascontiguousarray(image)).save(path)  # L, LA, RGB or RGBA
 

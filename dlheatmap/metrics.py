@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from dlheatmap.arguments import prepare
+from dlheatmap.engine import SCORES, forward_scores
 from dlheatmap.errors import wrong_count, wrong_type, wrong_value
-from dlheatmap.explain import prepare, target_indices
-from dlheatmap.methods.forward import SCORES, forward_scores
+from dlheatmap.explain import target_indices
 from dlheatmap.model import Model
 
 DEFAULT_STEPS = 32

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 import onnx
 
-from dlheatmap.errors import HOperatorError
+from dlheatmap.errors import ErrorCode, HOperatorError
 from dlheatmap.graph import GraphInfo, LayerInfo, analyse, infer_shapes, load_model
 from dlheatmap.graph.subgraph import with_extra_outputs
 from dlheatmap.params import ModelParams, default_params, validate_value
@@ -29,7 +29,6 @@ from dlheatmap.runtime.onnx_runtime import make_session
 
 T = TypeVar("T")
 _CACHE_SIZE = 16
-UNKNOWN_HANDLE = 2450
 
 
 class Model:
@@ -90,7 +89,7 @@ class Model:
 
     def ensure_usable(self, operator: str = "") -> None:
         if self._cleared:
-            raise HOperatorError(UNKNOWN_HANDLE, "the model handle was cleared", operator)
+            raise HOperatorError(ErrorCode.UNKNOWN_HANDLE, "the model handle was cleared", operator)
 
     def device_for(self, params: ModelParams) -> Device:
         """Where a call with parameters ``params`` runs (a call's snapshot, not live state)."""
@@ -115,7 +114,7 @@ class Model:
     def input_dims(self, params: ModelParams, batch: int = 1) -> tuple[int, int, int, int]:
         image = self.info.image_input
         if image is None:
-            raise HOperatorError(7912, "the model has no single image input")
+            raise HOperatorError(ErrorCode.UNSUPPORTED_MODEL, "the model has no single image input")
         channels = params.image_num_channels
         if image.layout == "NHWC":
             return (batch, params.image_height, params.image_width, channels)

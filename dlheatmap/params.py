@@ -7,7 +7,6 @@ What each parameter is, its type, allowed values and whether it may be set all c
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -15,14 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from dlheatmap.errors import HOperatorError, wrong_count, wrong_type, wrong_value
+from dlheatmap.errors import ErrorCode, HOperatorError, wrong_count, wrong_type, wrong_value
 from dlheatmap.graph import GraphInfo
 from dlheatmap.spec import ParameterSpec, load_spec
+from dlheatmap.values import is_integer, is_real
 
 DEFAULT_IMAGE_SIZE = 224
 DEFAULT_CHANNELS = 3
-READ_ONLY = 7788
-CLASS_IDS_NOT_UNIQUE = 7792
 
 
 @dataclass(frozen=True)
@@ -100,7 +98,8 @@ def validate_value(
     """
     spec = load_spec().parameters[name]
     if not is_settable(spec, info):
-        raise HOperatorError(READ_ONLY, f"parameter {name!r} cannot be set on this model", operator)
+        raise HOperatorError(ErrorCode.PARAM_NOT_AVAILABLE,
+                             f"parameter {name!r} cannot be set on this model", operator)
     values = [_checked(spec, item, operator, position)
               for item in _as_values(spec, value, operator, position)]
     expected = spec.count or (len(params.class_ids) if name.startswith("class_") else None)
@@ -109,7 +108,8 @@ def validate_value(
             position, f"{name} needs {expected} values, got {len(values)}", operator
         )
     if name == "class_ids" and len(set(values)) != len(values):
-        raise HOperatorError(CLASS_IDS_NOT_UNIQUE, f"class_ids {short_repr(values)} repeat an ID",
+        raise HOperatorError(ErrorCode.CLASS_IDS_NOT_UNIQUE,
+                             f"class_ids {short_repr(values)} repeat an ID",
                              operator)
     if name == "image_dimensions":
         changes = dict(zip(_DIMENSIONS, values, strict=True))
@@ -145,7 +145,8 @@ def _keep_fixed_dimensions(
     for part, value in changes.items():
         if value != getattr(params, part) and not is_settable(load_spec().parameters[part], info):
             raise HOperatorError(
-                READ_ONLY, f"image_dimensions: {part} is fixed to {getattr(params, part)} by the "
+                ErrorCode.PARAM_NOT_AVAILABLE,
+f"image_dimensions: {part} is fixed to {getattr(params, part)} by the "
                 f"ONNX file, got {value}", operator)
 
 
@@ -206,12 +207,10 @@ def short_repr(value: Any) -> str:
 
 
 def _has_type(item: Any, value_type: str) -> bool:
-    if isinstance(item, (bool, np.bool_)):
-        return False
     if value_type == "integer":
-        return isinstance(item, numbers.Integral)
+        return is_integer(item)
     if value_type == "real":
-        return isinstance(item, numbers.Real)
+        return is_real(item)
     return isinstance(item, str)
 
 

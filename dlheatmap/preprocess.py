@@ -31,20 +31,15 @@ otherwise.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from dlheatmap.errors import HOperatorError, wrong_count, wrong_type, wrong_value
+from dlheatmap.errors import ErrorCode, HOperatorError, wrong_count, wrong_type, wrong_value
 from dlheatmap.imaging import resize
 from dlheatmap.model import Model
-
-DICT_KEY_MISSING = 2894
-WRONG_OBJECT_COUNT = 1501
-WRONG_GREY_TYPE = 9001
-WRONG_IMAGE_SIZE = 9004
+from dlheatmap.values import is_integer, is_real, single
 
 MODEL_TYPES = ("classification",)
 NORMALIZATION_TYPES = ("none", "all_channels", "first_channel", "constant_values")
@@ -84,7 +79,7 @@ def gen_dl_samples_from_images(images: Any) -> list[dict]:
     operator = "gen_dl_samples_from_images"
     items = list(images) if isinstance(images, (list, tuple)) else [images]
     if not items:
-        raise HOperatorError(WRONG_OBJECT_COUNT, "Images is empty", operator)
+        raise HOperatorError(ErrorCode.WRONG_OBJECT_COUNT, "Images is empty", operator)
     for index, image in enumerate(items):
         if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
             what = (f"array of shape {image.shape}" if isinstance(image, np.ndarray)
@@ -191,7 +186,8 @@ def create_dl_preprocess_param_from_model(
     """
     op = _FROM_MODEL
     if not isinstance(dlmodel_handle, Model):
-        raise HOperatorError(2450, "DLModelHandle must be a model from read_dl_model, got "
+        raise HOperatorError(ErrorCode.UNKNOWN_HANDLE,
+                             "DLModelHandle must be a model from read_dl_model, got "
                              f"{type(dlmodel_handle).__name__}", op)
     dlmodel_handle.ensure_usable(op)
     model_type = dlmodel_handle.info.model_type
@@ -301,15 +297,6 @@ def map_grey_values(image: np.ndarray, kind: str, params: Mapping) -> np.ndarray
 
 # --- validation helpers ----------------------------------------------------------------------
 
-def _single(value: Any) -> Any:
-    """HALCON tuples of one element are their element."""
-    if isinstance(value, np.ndarray) and value.ndim == 1 and value.size == 1:
-        value = value.tolist()
-    if isinstance(value, (list, tuple)) and len(value) == 1:
-        return value[0]
-    return value
-
-
 def _tuple(value: Any) -> list:
     if value is None:
         return []
@@ -319,7 +306,7 @@ def _tuple(value: Any) -> list:
 
 
 def _choice(value: Any, position: int, name: str, allowed: Sequence[str], op: str) -> str:
-    value = _single(value)
+    value = single(value)
     if isinstance(value, (list, tuple)):
         raise wrong_count(position, f"{name} takes one value, got {len(value)}", op)
     if not isinstance(value, str):
@@ -329,19 +316,11 @@ def _choice(value: Any, position: int, name: str, allowed: Sequence[str], op: st
     return value
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
 def _positive_int(value: Any, position: int, name: str, op: str) -> int:
-    value = _single(value)
+    value = single(value)
     if isinstance(value, (list, tuple)):
         raise wrong_count(position, f"{name} takes one value, got {len(value)}", op)
-    if not _is_int(value):
+    if not is_integer(value):
         raise wrong_type(position, f"{name} must be an integer, got {value!r}", op)
     if value < 1:
         raise wrong_value(position, f"{name} must be >= 1, got {value}", op)
@@ -349,10 +328,10 @@ def _positive_int(value: Any, position: int, name: str, op: str) -> int:
 
 
 def _real(value: Any, position: int, name: str, op: str) -> float:
-    value = _single(value)
+    value = single(value)
     if isinstance(value, (list, tuple)):
         raise wrong_count(position, f"{name} takes one value, got {len(value)}", op)
-    if not _is_real(value):
+    if not is_real(value):
         raise wrong_type(position, f"{name} must be a number, got {value!r}", op)
     if not np.isfinite(value):
         raise wrong_value(position, f"{name} must be finite, got {value}", op)
@@ -363,7 +342,7 @@ def _gen_params(gen_param: Any, params: dict, position: int, op: str) -> dict:
     """GenParam entries, checked; 'constant_values' needs means and deviations."""
     if gen_param is None or (isinstance(gen_param, (list, tuple)) and not gen_param):
         gen_param = {}
-    gen_param = _single(gen_param)
+    gen_param = single(gen_param)
     if not isinstance(gen_param, Mapping):
         raise wrong_type(position, f"GenParam must be a dict, got {type(gen_param).__name__}",
                          op)
@@ -392,7 +371,7 @@ def _real_list(value: Any, key: str, channels: int, position: int, op: str) -> l
     values = _tuple(value)
     if len(values) not in (1, channels):
         raise wrong_count(position, f"{key} takes 1 or {channels} values, got {len(values)}", op)
-    if not all(_is_real(v) and np.isfinite(v) for v in values):
+    if not all(is_real(v) and np.isfinite(v) for v in values):
         raise wrong_type(position, f"{key} must be finite numbers, got {values!r}", op)
     if key.startswith("deviation") and any(v == 0 for v in values):
         raise wrong_value(position, f"{key} must not contain 0, got {values!r}", op)
@@ -418,12 +397,13 @@ def _samples(batch: Any, op: str) -> list[MutableMapping]:
 
 
 def _checked_params(params: Any, op: str) -> dict:
-    params = _single(params)
+    params = single(params)
     if not isinstance(params, Mapping):
         raise wrong_type(2, f"DLPreprocessParam must be a dict, got {type(params).__name__}", op)
     for key in PARAM_KEYS:
         if key not in params:
-            raise HOperatorError(DICT_KEY_MISSING, f"DLPreprocessParam has no key {key!r}", op)
+            raise HOperatorError(ErrorCode.DICT_KEY_MISSING,
+                                 f"DLPreprocessParam has no key {key!r}", op)
     # Re-check the values: the dict may have been edited after it was created.
     try:
         return create_dl_preprocess_param(
@@ -435,13 +415,14 @@ def _checked_params(params: Any, op: str) -> dict:
 
 def _sample_image(sample: Mapping, index: int, op: str) -> np.ndarray:
     if "image" not in sample:
-        raise HOperatorError(DICT_KEY_MISSING, f"sample {index} has no key 'image'", op)
+        raise HOperatorError(ErrorCode.DICT_KEY_MISSING, f"sample {index} has no key 'image'", op)
     image = sample["image"]
     if not isinstance(image, np.ndarray):
         raise wrong_type(1, f"sample {index}: 'image' must be an image array, got "
                          f"{type(image).__name__}", op)
     if image.ndim not in (2, 3) or image.size == 0:
-        raise HOperatorError(WRONG_IMAGE_SIZE, f"sample {index}: image of shape {image.shape}",
+        raise HOperatorError(ErrorCode.WRONG_IMAGE_SIZE,
+                             f"sample {index}: image of shape {image.shape}",
                              op)
     if image.ndim == 3 and image.shape[2] > 4:
         raise wrong_value(1, f"sample {index}: {image.shape[2]} channels (1 to 4 supported)", op)
@@ -459,5 +440,6 @@ def _pixel_kind(image: np.ndarray, op: str, index: int | None = None) -> str:
     if image.dtype.kind == "f":
         return "real"
     where = f"sample {index}: " if index is not None else ""
-    raise HOperatorError(WRONG_GREY_TYPE, f"{where}pixel type {image.dtype} is not supported "
+    raise HOperatorError(ErrorCode.WRONG_GREY_TYPE,
+                         f"{where}pixel type {image.dtype} is not supported "
                          "(uint8, uint16 or real)", op)

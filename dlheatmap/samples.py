@@ -7,11 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from dlheatmap.errors import HOperatorError, wrong_count, wrong_type, wrong_value
+from dlheatmap.errors import ErrorCode, HOperatorError, wrong_count, wrong_type, wrong_value
 from dlheatmap.params import ModelParams
 from dlheatmap.spec import load_spec
-
-INPUTS_MISSING = 7783
 
 
 def as_sample_list(samples: Any, operator: str, position: int) -> list[Mapping]:
@@ -66,7 +64,7 @@ def images_from_samples(
 def _image(sample: Mapping, where: str, expected: tuple, operator: str, position: int):
     """The sample's image, checked; ``where`` names it in messages ('DLSample: sample 0')."""
     if "image" not in sample:
-        raise HOperatorError(INPUTS_MISSING, f"{where} has no 'image' entry", operator)
+        raise HOperatorError(ErrorCode.INPUTS_MISSING, f"{where} has no 'image' entry", operator)
     image = sample["image"]
     if not isinstance(image, np.ndarray):
         raise wrong_type(

@@ -16,10 +16,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import dlheatmap as dl
-from dlheatmap.gradients import Targets, graph_grad_cam, layer_gradients
+from dlheatmap.engine import Targets
 from dlheatmap.graph.backward import RULES, gradient_model
-from dlheatmap.methods import GradCAM, scale, upsample
-from dlheatmap.methods.postprocess import SCALINGS
+from dlheatmap.methods import HALCON_SCALINGS, SCALINGS, GradCAM, normalize, upsample
+from tests.engines import gather_layer, gather_map
 
 CHANNELS, SIZE, CLASSES = 4, 8, 5
 RNG = np.random.default_rng(7)  # images
@@ -240,7 +240,7 @@ def build_model(case: str, tmp_path, opset: int | None = None,
 
 def gradients(model: dl.Model, images: np.ndarray, targets: Targets, engine: str):
     layer = model.info.by_name["target"].output
-    return layer_gradients(model, images, targets, layer, model.params, engine=engine)
+    return gather_layer(model, images, targets, layer, model.params, engine=engine)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -272,14 +272,14 @@ def test_grad_cam_in_the_graph_matches_numpy(case, scaling, tmp_path):
     model = build_model(case, tmp_path)
     images = RNG.standard_normal((4, SIZE, SIZE, 3)).astype(np.float32)
     layer = model.info.by_name["target"].output
-    ours = graph_grad_cam(model, images, Targets(), layer, model.params, scaling)
-    passed = layer_gradients(model, images, Targets(), layer, model.params, engine="onnxruntime")
+    ours = gather_map(model, images, Targets(), layer, model.params, scaling)
+    passed = gather_layer(model, images, Targets(), layer, model.params, engine="onnxruntime")
     np.testing.assert_array_equal(ours.targets, passed.targets)
-    maps = GradCAM()(passed.activations, passed.gradients[0])
-    np.testing.assert_allclose(ours.grad_cam, maps, rtol=1e-5, atol=1e-6 * np.abs(maps).max())
-    expected = scale(upsample(maps, SIZE, SIZE), scaling)
-    assert ours.heatmaps.shape == expected.shape and ours.heatmaps.dtype == np.float32
-    np.testing.assert_allclose(ours.heatmaps, expected, rtol=1e-5,
+    maps = GradCAM().map(passed.activations, passed.gradients[0])
+    np.testing.assert_allclose(ours.cam_maps[:, 0], maps, rtol=1e-5, atol=1e-6 * np.abs(maps).max())
+    expected = normalize(upsample(maps, SIZE, SIZE), HALCON_SCALINGS[scaling])
+    assert ours.heatmaps[:, 0].shape == expected.shape and ours.heatmaps[:, 0].dtype == np.float32
+    np.testing.assert_allclose(ours.heatmaps[:, 0], expected, rtol=1e-5,
                                atol=1e-6 * max(np.abs(expected).max(), 1.0))
 
 
@@ -303,9 +303,9 @@ def test_all_negative_map_gives_an_all_zero_heatmap(scaling, tmp_path):
     model = build_model("relu", tmp_path, build=_negative_evidence)
     layer = model.info.by_name["target"].output
     images = np.abs(RNG.standard_normal((2, SIZE, SIZE, 3))).astype(np.float32)
-    passed = graph_grad_cam(model, images, Targets(np.array([0])), layer, model.params, scaling)
-    assert (passed.grad_cam < 0).all()
-    np.testing.assert_array_equal(passed.heatmaps, 0.0)
+    passed = gather_map(model, images, Targets(np.array([0])), layer, model.params, scaling)
+    assert (passed.cam_maps[:, 0] < 0).all()
+    np.testing.assert_array_equal(passed.heatmaps[:, 0], 0.0)
 
 
 def test_top_class_is_the_most_probable(tmp_path):
@@ -342,9 +342,9 @@ def test_tail_without_a_rule_is_differentiated_in_torch(tmp_path):
     assert gradient_model(model.info, layer, model.tensor_shapes(), (SIZE, SIZE)) is None
     images = RNG.standard_normal((2, SIZE, SIZE, 3)).astype(np.float32)
     with pytest.raises(ValueError, match="onnxruntime"):
-        layer_gradients(model, images, Targets(), layer, model.params, engine="onnxruntime")
-    auto = layer_gradients(model, images, Targets(), layer, model.params)
-    torch_ = layer_gradients(model, images, Targets(), layer, model.params, engine="torch")
+        gather_layer(model, images, Targets(), layer, model.params, engine="onnxruntime")
+    auto = gather_layer(model, images, Targets(), layer, model.params)
+    torch_ = gather_layer(model, images, Targets(), layer, model.params, engine="torch")
     np.testing.assert_array_equal(auto.gradients, torch_.gradients)
 
 
@@ -361,8 +361,8 @@ def test_gradient_through_an_input_a_rule_cannot_take_uses_torch(tmp_path):
     layer = model.info.by_name["target"].output
     assert gradient_model(model.info, layer, model.tensor_shapes(), (SIZE, SIZE)) is None
     images = RNG.standard_normal((2, SIZE, SIZE, 3)).astype(np.float32)
-    auto = layer_gradients(model, images, Targets(), layer, model.params)
-    torch_ = layer_gradients(model, images, Targets(), layer, model.params, engine="torch")
+    auto = gather_layer(model, images, Targets(), layer, model.params)
+    torch_ = gather_layer(model, images, Targets(), layer, model.params, engine="torch")
     np.testing.assert_array_equal(auto.gradients, torch_.gradients)
 
 
@@ -377,5 +377,5 @@ def test_several_classes_per_sample_use_torch(tmp_path):
     images = RNG.standard_normal((2, SIZE, SIZE, 3)).astype(np.float32)
     layer = model.info.by_name["target"].output
     with pytest.raises(ValueError, match="onnxruntime"):
-        layer_gradients(model, images, Targets(np.array([[0, 1], [2, 3]])), layer,
+        gather_layer(model, images, Targets(np.array([[0, 1], [2, 3]])), layer,
                         model.params, engine="onnxruntime")

@@ -16,7 +16,7 @@ from dlheatmap.methods import ScoreCAM
 from tests import models
 from tests.conftest import random_images
 
-LAYER_METHODS = sorted(name for name, cls in METHODS.items() if cls.uses_layer)
+LAYER_METHODS = sorted(name for name, cls in METHODS.items() if cls.uses_layer())
 
 
 @pytest.fixture(scope="module")

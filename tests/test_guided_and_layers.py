@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 import dlheatmap as dl
 from tests.conftest import random_images
+from tests.engines import gather_whole
 
 CLASSES = 4
 
@@ -134,7 +135,7 @@ def test_guided_backprop_through_clip_with_upper_bound_0_7(tmp_path, rng, opset)
     model = dl.read_dl_model(path)
     images = random_images(rng, 3, 8, 8, 3)
     target = 2
-    passed = dl.gradients.guided_gradients(
+    passed = gather_whole(
         model, images, dl.heatmap.fixed_class(target), None, model.params)
     expected, logits, z1 = hand_guided_backprop(w, images, target, "guided")
 

@@ -16,6 +16,7 @@ import dlheatmap as dl
 from dlheatmap.graph import load_model
 from tests import models, zoo
 from tests.conftest import random_images
+from tests.engines import gather_layer, gather_whole
 
 ARCHITECTURES = [
     # (torchvision name, input size): a ResNet, MobileNets with ReLU6 / HardSwish, a DenseNet
@@ -141,7 +142,7 @@ def test_guided_backprop_matches_captum(rng, name):
     model = dl.read_dl_model(path)
     images = random_images(rng, 2, 32, 32, 3)
     target = 3
-    passed = dl.gradients.guided_gradients(
+    passed = gather_whole(
         model, images, dl.heatmap.fixed_class(target), None, model.params)
     module = reference_module(path)
     assert sum(isinstance(child, torch.nn.ReLU) for child in module.modules()) >= 3
@@ -152,7 +153,7 @@ def test_guided_backprop_matches_captum(rng, name):
     assert peak > 0
     np.testing.assert_allclose(passed.input_gradients[0], theirs, atol=1e-5 * peak, rtol=0)
     # the guiding matters here: the plain gradient is another image
-    plain = dl.gradients.guided_gradients(
+    plain = gather_whole(
         model, images, dl.heatmap.fixed_class(target), None, model.params, guided=False)
     assert np.abs(plain.input_gradients[0] - theirs).max() > 1e-2 * peak
 
@@ -197,7 +198,7 @@ def test_all_zero_map_stays_zero():
     negative = -np.ones((1, 4, 4), np.float32)
     for scaling in ("scale_after_relu", "scale_before_relu", "none"):
         for m in (maps, negative):
-            out = dl.methods.scale(m, scaling)
+            out = dl.methods.normalize(m, dl.methods.HALCON_SCALINGS[scaling])
             assert np.isfinite(out).all() and not out.any()
 
 
@@ -351,9 +352,9 @@ def test_split_equals_whole_graph_gradients(rng, engine):
     images = random_images(rng, 3, 64, 64, 3)
     layer = model.info.by_name["/layer3/layer3.1/conv2/Conv"]  # a skip connection crosses
     choose = dl.heatmap.fixed_class(1)
-    split = dl.gradients.layer_gradients(model, images, choose, layer.output, model.params,
+    split = gather_layer(model, images, choose, layer.output, model.params,
                                          engine=engine)
-    whole = dl.gradients.guided_gradients(model, images, choose, layer.output, model.params,
+    whole = gather_whole(model, images, choose, layer.output, model.params,
                                           guided=False)
     np.testing.assert_allclose(split.activations, whole.activations, atol=1e-4)
     peak = np.abs(whole.gradients).max()
@@ -404,7 +405,7 @@ def test_guided_backprop_through_relu6(rng):
     path = models.torchvision_model("mobilenet_v2", size=64, num_classes=6)
     model = dl.read_dl_model(path)
     images = random_images(rng, 2, 64, 64, 3)
-    passed = dl.gradients.guided_gradients(
+    passed = gather_whole(
         model, images, dl.heatmap.fixed_class(2), None, model.params)
 
     module = reference_module(path)

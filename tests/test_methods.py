@@ -198,7 +198,7 @@ def test_eigen_cam_on_a_wide_layer():
     """More channels than positions: the positions x positions route gives the same map."""
     A = np.random.default_rng(2).random((2, 40, 3, 4)).astype(np.float32)
     for centre in (False, True):
-        ours = EigenCAM(centre=centre)(A)
+        ours = EigenCAM(centre=centre).map(A)
         close_to(ours, np.stack([paper_eigen_cam(a, centre) for a in A]), rel=1e-6)
 
 

@@ -38,6 +38,7 @@ from onnx import helper
 import dlheatmap as dl
 from dlheatmap.errors import HOperatorError
 from tests import models
+from tests.engines import gather_layer, gather_map, gather_whole
 
 
 @dataclass(frozen=True)
@@ -410,7 +411,7 @@ def _check_gradients(model, case: ZooCase, reference: Reference, image: np.ndarr
     """Torch gradients against the torch original (or finite differences); the tail's
     gradients, from torch and from onnxruntime where its gradient rules cover the tail,
     against the whole graph's. Returns the engine Grad-CAM uses."""
-    from dlheatmap.gradients import Targets, graph_grad_cam, guided_gradients, layer_gradients
+    from dlheatmap.engine import Targets
 
     params = model.params
     layer = model.info.by_name[layer_name]
@@ -422,17 +423,17 @@ def _check_gradients(model, case: ZooCase, reference: Reference, image: np.ndarr
         order = np.argsort(-_expected_probabilities(reference, image, case), axis=1)
         targets = Targets(order[:, [0, -1]])
 
-    full = guided_gradients(model, image, targets, layer.output, params, guided=False)
-    tail = layer_gradients(model, image, targets, layer.output, params, engine="torch")
+    full = gather_whole(model, image, targets, layer.output, params, guided=False)
+    tail = gather_layer(model, image, targets, layer.output, params, engine="torch")
     np.testing.assert_array_equal(tail.targets, full.targets)
     scale = np.abs(full.gradients).max()
     np.testing.assert_allclose(tail.gradients, full.gradients, atol=1e-4 * scale + 1e-12,
                                err_msg="tail and whole-graph layer gradients differ")
-    in_graph = graph_grad_cam(model, image, Targets(), layer.output, params, "none")
+    in_graph = gather_map(model, image, Targets(), layer.output, params, "none")
     if in_graph is not None:
         for column in range(full.targets.shape[1]):
             one = Targets(full.targets[:, [column]])
-            ours = layer_gradients(model, image, one, layer.output, params, engine="onnxruntime")
+            ours = gather_layer(model, image, one, layer.output, params, engine="onnxruntime")
             np.testing.assert_allclose(
                 ours.gradients[0], full.gradients[column], atol=1e-4 * scale + 1e-12,
                 err_msg="onnxruntime's gradients differ from the whole graph's in torch")

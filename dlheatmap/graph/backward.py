@@ -518,7 +518,7 @@ def gradient_model(
     The model takes :data:`IMAGE_INPUT` (float32 images in HALCON's N x H x W x C layout: the
     model's own layout is a Transpose inside the graph, cheaper than one in numpy),
     :data:`TARGET_INPUT` (int64 [N]: the class index to explain per sample, -1 for its most
-    probable class) and :data:`SCALING_INPUT` (HALCON's 'scaling', see :func:`scaling_input`).
+    probable class) and :data:`SCALING_INPUT` (the normalisation, see :func:`scaling_input`).
     It returns the model output, the activation, :data:`GRADIENT_OUTPUT` (d score / d
     activation, where the score is the logit before a final Softmax),
     :data:`CHOSEN_OUTPUT` (the class indices used), :data:`CAM_OUTPUT` (the Grad-CAM map at the
@@ -632,14 +632,17 @@ def _resize(b: GradientBuilder, maps: str, size: tuple[int, int]) -> str:
     return b.add("Resize", [maps, unused, unused, sizes], **options)
 
 
-def scaling_input(scaling: str) -> np.ndarray:
-    """:data:`SCALING_INPUT` for HALCON's ``scaling``: weights (a, b, c) of the divisor
-    max(a * maximum, b * minimum, c) of each resized map. 'scale_after_relu' divides by the
-    maximum (1, 0, 0), 'scale_before_relu' by the maximum absolute value (1, -1, 0), 'none' by
-    1 (0, 0, 1); the ReLU comes first in all three, which is the same as after a division by
-    a positive number."""
-    weights = {"scale_after_relu": (1, 0, 0), "scale_before_relu": (1, -1, 0), "none": (0, 0, 1)}
-    return np.array(weights[scaling], np.float32)
+# The heatmap head's normalisations (dlheatmap.methods.normalize's names): weights (a, b, c)
+# of the divisor max(a * maximum, b * minimum, c) of each resized map, the ReLU coming first in
+# all three (the same as after a division by a positive number). 'max' divides by the maximum
+# (HALCON's 'scale_after_relu'), 'abs_max_relu' by the maximum absolute value
+# ('scale_before_relu'), 'relu' by 1 ('none').
+HEAD_DIVISORS = {"max": (1, 0, 0), "abs_max_relu": (1, -1, 0), "relu": (0, 0, 1)}
+
+
+def scaling_input(mode: str) -> np.ndarray:
+    """:data:`SCALING_INPUT` for the normalisation ``mode`` (a key of :data:`HEAD_DIVISORS`)."""
+    return np.array(HEAD_DIVISORS[mode], np.float32)
 
 
 def _seed(b: GradientBuilder, chosen: str) -> str:

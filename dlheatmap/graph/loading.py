@@ -15,9 +15,7 @@ from collections import Counter
 import onnx
 from onnx import helper, numpy_helper
 
-from dlheatmap.errors import HOperatorError
-
-READ_ERROR = 7801
+from dlheatmap.errors import ErrorCode, HOperatorError
 
 # Constant attributes other than 'value' (opset 12+), converted to tensors.
 _SCALAR_CONSTANT_ATTRS = {
@@ -38,21 +36,25 @@ def load_model(path: str | os.PathLike, operator: str = "read_dl_model") -> onnx
     """
     path = os.fspath(path)
     if os.path.isdir(path):
-        raise HOperatorError(READ_ERROR, f"{path!r} is a directory, not an ONNX file", operator)
+        raise HOperatorError(ErrorCode.READ_ONNX,
+                             f"{path!r} is a directory, not an ONNX file", operator)
     if not os.path.isfile(path):
-        raise HOperatorError(READ_ERROR, f"no such file: {path!r}", operator)
+        raise HOperatorError(ErrorCode.READ_ONNX, f"no such file: {path!r}", operator)
     if os.path.getsize(path) == 0:
-        raise HOperatorError(READ_ERROR, f"file is empty: {path!r}", operator)
+        raise HOperatorError(ErrorCode.READ_ONNX, f"file is empty: {path!r}", operator)
     try:
         model = onnx.load(path)
     except Exception as exc:  # protobuf raises several unrelated types on garbage input
-        raise HOperatorError(READ_ERROR, f"not an ONNX model: {path!r} ({exc})", operator) from exc
+        raise HOperatorError(ErrorCode.READ_ONNX,
+                             f"not an ONNX model: {path!r} ({exc})", operator) from exc
     if not model.graph.node:
-        raise HOperatorError(READ_ERROR, f"the ONNX graph in {path!r} has no nodes", operator)
+        raise HOperatorError(ErrorCode.READ_ONNX,
+                             f"the ONNX graph in {path!r} has no nodes", operator)
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise HOperatorError(READ_ERROR, f"invalid ONNX model {path!r}: {exc}", operator) from exc
+        raise HOperatorError(ErrorCode.READ_ONNX,
+                             f"invalid ONNX model {path!r}: {exc}", operator) from exc
     return normalise(model)
 
 

@@ -5,22 +5,35 @@
 the class-activation-map methods only.
 """
 
+# isort: off
+# The import order is the registration order, which is the order users see the methods in
+# (the CLI's --help): Grad-CAM and its gradient-weighted relatives, the CAMs without
+# gradients, then the pixel-level input-gradient methods.
 from dlheatmap.methods.base import CAM_METHODS, METHODS, CAMMethod, Method, register
-from dlheatmap.methods.eigencam import EigenCAM
 from dlheatmap.methods.gradcam import GradCAM
 from dlheatmap.methods.gradcampp import GradCAMPlusPlus
-from dlheatmap.methods.gradient import GuidedBackprop, GuidedGradCAM, Saliency
-from dlheatmap.methods.hirescam import HiResCAM
-from dlheatmap.methods.layercam import LayerCAM
-from dlheatmap.methods.overlay import jet, jet_overlay
-from dlheatmap.methods.postprocess import NORMALIZATIONS, normalize, scale, upsample
-from dlheatmap.methods.scorecam import ScoreCAM
 from dlheatmap.methods.xgradcam import XGradCAM
+from dlheatmap.methods.layercam import LayerCAM
+from dlheatmap.methods.hirescam import HiResCAM
+from dlheatmap.methods.scorecam import ScoreCAM
+from dlheatmap.methods.eigencam import EigenCAM
+from dlheatmap.methods.gradient import GuidedBackprop, GuidedGradCAM, Saliency
+# isort: on
+from dlheatmap.methods.overlay import jet, jet_overlay
+from dlheatmap.methods.postprocess import (
+    HALCON_SCALINGS,
+    NORMALIZATIONS,
+    SCALINGS,
+    normalize,
+    upsample,
+)
 
 __all__ = [
     "CAM_METHODS",
+    "HALCON_SCALINGS",
     "METHODS",
     "NORMALIZATIONS",
+    "SCALINGS",
     "CAMMethod",
     "EigenCAM",
     "GradCAM",
@@ -37,6 +50,5 @@ __all__ = [
     "jet_overlay",
     "normalize",
     "register",
-    "scale",
     "upsample",
 ]

@@ -1,10 +1,10 @@
 """The base classes of explanation methods and the registries that name them.
 
-Every method declares, as class attributes, what it needs (a layer's activations, the
-gradients at that layer, gradients with respect to the input image, extra forward passes) and
-what it returns (``kind``: 'map', one H x W map per target, or 'image', H x W x C). The shared
-machinery that runs the model lives in :mod:`dlheatmap.explain`; a method states its formula
-only.
+Every method declares what it needs from the engine (``needs``, a
+:class:`dlheatmap.engine.Needs`) and what it returns (``kind``: 'map', one H x W map per
+target, or 'image', H x W x C). Its one entry point is :meth:`Method.compute`, which turns the
+engine's :class:`~dlheatmap.engine.Evidence` into heatmaps [N, T, ...]; the machinery that
+gathers the evidence lives in :mod:`dlheatmap.engine`, so a method states its formula only.
 
 A CAM method turns a layer's activations A [N, C, h, w] and the gradients dS/dA of a class score
 into a map [N, h, w] at the layer's resolution, usually through per-channel weights (torchcam
@@ -17,6 +17,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from dlheatmap.engine.evidence import Evidence, Needs
+
 CAM_METHODS: dict[str, type[CAMMethod]] = {}
 METHODS: dict[str, type[Method]] = {}
 
@@ -27,9 +29,12 @@ def register(cls: type[Method]) -> type[Method]:
     """Class decorator: make a method available by its ``name``.
 
     Every method goes into ``METHODS``; class-activation-map methods also into ``CAM_METHODS``.
+    A name can be registered once.
     """
     if cls.kind not in KINDS:
         raise ValueError(f"{cls.__name__}.kind must be one of {KINDS}, got {cls.kind!r}")
+    if cls.name in METHODS:
+        raise ValueError(f"a method named {cls.name!r} is registered already")
     METHODS[cls.name] = cls
     if issubclass(cls, CAMMethod):
         CAM_METHODS[cls.name] = cls
@@ -37,33 +42,51 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 class Method:
-    """What an explanation method needs and returns (class attributes only)."""
+    """An explanation method: its declared needs and :meth:`compute`."""
 
     name: ClassVar[str]
     #: The name people know the method by, for legends ("Grad-CAM++", "Score-CAM").
     title: ClassVar[str]
     #: 'map': one H x W map per target; 'image': an H x W x C image per target.
     kind: ClassVar[str] = "map"
-    #: Works on a layer's activations (the ``layer`` argument of ``explain`` applies).
-    uses_layer: ClassVar[bool] = True
-    #: Needs d score / d activation at the layer.
-    needs_gradients: ClassVar[bool] = True
-    #: Needs gradients with respect to the input image: None, 'plain' or 'guided'.
-    input_gradients: ClassVar[str | None] = None
-    #: Needs forward passes of perturbed images (Score-CAM).
-    needs_forward: ClassVar[bool] = False
+    #: What the engine must compute for it.
+    needs: ClassVar[Needs] = Needs()
+    #: The maps come at the layer's resolution (upsampled afterwards) rather than the image's.
+    at_layer_resolution: ClassVar[bool] = False
     #: The class score used unless the caller chooses: 'logit' or 'probability'.
     default_score: ClassVar[str] = "logit"
     #: The normalisation used unless the caller chooses (see ``postprocess.NORMALIZATIONS``).
     default_normalize: ClassVar[str] = "max"
-    #: Class-agnostic methods give the same map for every target.
-    class_specific: ClassVar[bool] = True
+
+    @classmethod
+    def uses_layer(cls) -> bool:
+        """Whether the method works on a layer (the ``layer`` argument of ``explain``)."""
+        return cls.needs.layer
+
+    def compute(self, evidence: Evidence) -> np.ndarray:
+        """Heatmaps [N, T, ...] from the engine's evidence."""
+        raise NotImplementedError
 
 
 class CAMMethod(Method):
     """Map = sum over channels of weight(channel) x activation(channel)."""
 
-    def __call__(self, activations: np.ndarray, gradients: np.ndarray | None) -> np.ndarray:
+    needs = Needs(activations=True, gradients=True)
+    at_layer_resolution = True
+    #: False for class-agnostic methods: one map serves every target.
+    class_specific: ClassVar[bool] = True
+
+    def compute(self, evidence: Evidence) -> np.ndarray:
+        """Maps [N, T, h, w] at the layer's resolution, before any ReLU."""
+        if not self.class_specific:
+            single = self.map(evidence.activations, None)
+            return np.repeat(single[:, None], evidence.targets.shape[1], axis=1)
+        return np.stack([self.map(evidence.activations, grads)
+                         for grads in evidence.gradients], axis=1)
+
+    def map(self, activations: np.ndarray, gradients: np.ndarray | None) -> np.ndarray:
+        """The formula: maps [N, h, w] from activations [N, C, h, w] and one target's
+        gradients (None for methods that use none)."""
         weights = self.channel_weights(activations, gradients).astype(np.float32, copy=False)
         # einsum's own loops: no C x h x w temporary, and no BLAS call (see spatial_mean)
         return np.einsum("nc,nchw->nhw", weights, activations).astype(np.float32, copy=False)

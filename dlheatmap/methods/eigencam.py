@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlheatmap.engine.evidence import Needs
 from dlheatmap.methods.base import CAMMethod, register
 
 
@@ -31,13 +32,13 @@ class EigenCAM(CAMMethod):
 
     name = "eigen_cam"
     title = "Eigen-CAM"
-    needs_gradients = False
+    needs = Needs(activations=True)
     class_specific = False
 
     def __init__(self, centre: bool = False):
         self.centre = centre
 
-    def __call__(self, activations: np.ndarray, gradients: np.ndarray | None = None) -> np.ndarray:
+    def map(self, activations: np.ndarray, gradients: np.ndarray | None = None) -> np.ndarray:
         count, channels, height, width = activations.shape
         matrices = activations.reshape(count, channels, -1).transpose(0, 2, 1).astype(np.float64)
         if self.centre:

@@ -3,23 +3,27 @@ and Guided Grad-CAM."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 
+from dlheatmap.engine.evidence import Evidence, Needs
 from dlheatmap.methods.base import Method, register
+from dlheatmap.methods.gradcam import GradCAM
+from dlheatmap.methods.postprocess import upsample
 
 REDUCTIONS = ("abs_max", "max")
 
 
 class InputGradientMethod(Method):
-    """A method computed from input gradients [N, H, W, C] (HALCON layout)."""
+    """A method computed from input gradients [N, H, W, C] (HALCON layout), target by target."""
 
-    uses_layer = False
-    needs_gradients = False
-    input_gradients: ClassVar[str | None] = "plain"
+    needs = Needs(input_gradients="plain")
 
-    def __call__(self, input_gradients: np.ndarray) -> np.ndarray:
+    def compute(self, evidence: Evidence) -> np.ndarray:
+        return np.stack([self.from_gradients(grads) for grads in evidence.input_gradients],
+                        axis=1)
+
+    def from_gradients(self, input_gradients: np.ndarray) -> np.ndarray:
+        """The formula: one target's heatmaps [N, H, W(, C)] from its input gradients."""
         raise NotImplementedError
 
 
@@ -44,7 +48,7 @@ class Saliency(InputGradientMethod):
             raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
         self.reduce = reduce
 
-    def __call__(self, input_gradients: np.ndarray) -> np.ndarray:
+    def from_gradients(self, input_gradients: np.ndarray) -> np.ndarray:
         values = np.abs(input_gradients) if self.reduce == "abs_max" else input_gradients
         return values.max(axis=-1).astype(np.float32)
 
@@ -57,24 +61,35 @@ class GuidedBackprop(InputGradientMethod):
     name = "guided_backprop"
     title = "Guided Backprop"
     kind = "image"
-    input_gradients = "guided"
+    needs = Needs(input_gradients="guided")
     default_normalize = "none"
 
-    def __call__(self, input_gradients: np.ndarray) -> np.ndarray:
+    def from_gradients(self, input_gradients: np.ndarray) -> np.ndarray:
         return input_gradients.astype(np.float32, copy=False)
 
 
 @register
 class GuidedGradCAM(Method):
     """Guided Grad-CAM (Selvaraju et al., 2017): guided backpropagation times the Grad-CAM map
-    upsampled to the image with negatives set to 0 (as HALCON's 'guided_grad_cam')."""
+    upsampled to the image with negatives set to 0, not rescaled (as HALCON's
+    'guided_grad_cam')."""
 
     name = "guided_grad_cam"
     title = "Guided Grad-CAM"
     kind = "image"
-    input_gradients = "guided"
+    needs = Needs(activations=True, gradients=True, input_gradients="guided")
     default_normalize = "none"
 
-    def __call__(self, input_gradients: np.ndarray, cam: np.ndarray) -> np.ndarray:
-        """``cam``: Grad-CAM maps [N, H, W] at the image size, before any ReLU."""
-        return (input_gradients * np.maximum(cam, 0)[..., None]).astype(np.float32)
+    def compute(self, evidence: Evidence) -> np.ndarray:
+        return self.combine(evidence.input_gradients, GradCAM().compute(evidence))
+
+    @staticmethod
+    def combine(input_gradients: np.ndarray, cams: np.ndarray) -> np.ndarray:
+        """Guided gradients [T, N, H, W, C] times Grad-CAM maps [N, T, h, w] upsampled to the
+        image size with negatives set to 0: images [N, T, H, W, C]."""
+        height, width = input_gradients.shape[2:4]
+        per_target = []
+        for column, guided in enumerate(input_gradients):
+            cam = upsample(cams[:, column], height, width)
+            per_target.append(guided * np.maximum(cam, 0)[..., None])
+        return np.stack(per_target, axis=1).astype(np.float32, copy=False)

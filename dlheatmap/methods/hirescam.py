@@ -18,5 +18,5 @@ class HiResCAM(CAMMethod):
     name = "hires_cam"
     title = "HiResCAM"
 
-    def __call__(self, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    def map(self, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
         return (gradients * activations).sum(axis=1, dtype=np.float32)

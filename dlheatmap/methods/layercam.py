@@ -14,5 +14,5 @@ class LayerCAM(CAMMethod):
     name = "layer_cam"
     title = "LayerCAM"
 
-    def __call__(self, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    def map(self, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
         return (np.maximum(gradients, 0) * activations).sum(axis=1, dtype=np.float32)

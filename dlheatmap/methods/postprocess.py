@@ -6,7 +6,11 @@ from functools import lru_cache
 
 import numpy as np
 
-SCALINGS = ("scale_after_relu", "scale_before_relu", "none")
+# HALCON's GenParam 'scaling' in the normalisations' own terms: one vocabulary for both
+# surfaces (and for the graph's heatmap head).
+HALCON_SCALINGS = {"scale_after_relu": "max", "scale_before_relu": "abs_max_relu",
+                   "none": "relu"}
+SCALINGS = tuple(HALCON_SCALINGS)
 
 
 def upsample(maps: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -45,37 +49,9 @@ def _neighbours(size: int, new_size: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return low, high, weight
 
 
-def scale(maps: np.ndarray, scaling: str, in_place: bool = False) -> np.ndarray:
-    """Apply HALCON's GenParam 'scaling' per map ([N, H, W], float32 result).
+# --- normalisations ---------------------------------------------------------------------
 
-    'scale_after_relu': negatives to 0, then divide by the maximum.
-    'scale_before_relu': divide by the maximum absolute value, then negatives to 0.
-    'none': negatives to 0 only.
-    A map with nothing to scale by (all values <= 0, or all zero) stays all zero: never NaN.
-    ``in_place`` lets a float32 ``maps`` the caller owns be overwritten instead of copied.
-    """
-    if scaling not in SCALINGS:
-        raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
-    maps = np.asarray(maps, dtype=np.float32)
-    if not in_place:
-        maps = maps.copy()
-    if scaling == "scale_before_relu":
-        _divide_per_map(maps, np.maximum(maps.max(axis=(1, 2)), -maps.min(axis=(1, 2))))
-    np.maximum(maps, 0.0, out=maps)
-    if scaling == "scale_after_relu":
-        _divide_per_map(maps, maps.max(axis=(1, 2)))
-    return maps
-
-
-def _divide_per_map(maps: np.ndarray, divisors: np.ndarray) -> None:
-    """Divide each map by its divisor, in place; maps whose divisor is not positive stay."""
-    safe = np.where(divisors > 0, divisors, 1.0).astype(np.float32)
-    np.divide(maps, safe[:, None, None], out=maps)
-
-
-# --- normalisations of the Pythonic API (dlheatmap.explain) -------------------------------
-
-NORMALIZATIONS = ("max", "minmax", "abs_max", "relu", "none")
+NORMALIZATIONS = ("max", "minmax", "abs_max", "abs_max_relu", "relu", "none")
 
 
 def normalize(maps: np.ndarray, mode: str, eps: float = 0.0, item_ndim: int = 2) -> np.ndarray:
@@ -83,9 +59,10 @@ def normalize(maps: np.ndarray, mode: str, eps: float = 0.0, item_ndim: int = 2)
 
     'max': negatives to 0, then divide by the maximum (the Keras tutorial, eli5, HALCON's
     'scale_after_relu'). 'minmax': subtract the minimum, divide by maximum - minimum (AUCMEDI).
-    'abs_max': divide by the maximum absolute value, keeping signs. 'relu': negatives to 0.
-    'none': unchanged. ``eps`` is added to the divisor (AUCMEDI uses 1e-8, eli5 1e-7); a map
-    whose divisor is still 0 becomes all zero, never NaN. Returns float32.
+    'abs_max': divide by the maximum absolute value, keeping signs. 'abs_max_relu': the same,
+    then negatives to 0 (HALCON's 'scale_before_relu'). 'relu': negatives to 0 (HALCON's
+    'none'). 'none': unchanged. ``eps`` is added to the divisor (AUCMEDI uses 1e-8, eli5
+    1e-7); a map whose divisor is still 0 becomes all zero, never NaN. Returns float32.
     """
     if mode not in NORMALIZATIONS:
         raise ValueError(f"normalisation must be one of {NORMALIZATIONS}, got {mode!r}")
@@ -98,8 +75,10 @@ def normalize(maps: np.ndarray, mode: str, eps: float = 0.0, item_ndim: int = 2)
     elif mode == "minmax":
         low = flat.min(axis=1)
         flat = _divide_rows(flat - low[:, None], flat.max(axis=1) - low + eps)
-    elif mode == "abs_max":
+    elif mode in ("abs_max", "abs_max_relu"):
         flat = _divide_rows(flat, np.abs(flat).max(axis=1) + eps)
+        if mode == "abs_max_relu":
+            np.maximum(flat, 0.0, out=flat)
     return flat.reshape(maps.shape)
 
 

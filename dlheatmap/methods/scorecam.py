@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from dlheatmap.engine.evidence import Evidence, Needs
 from dlheatmap.methods.base import CAMMethod, register
 from dlheatmap.methods.postprocess import upsample
 
@@ -38,8 +39,7 @@ class ScoreCAM(CAMMethod):
 
     name = "score_cam"
     title = "Score-CAM"
-    needs_gradients = False
-    needs_forward = True
+    needs = Needs(activations=True, forward=True)
     default_score = "probability"
 
     def __init__(self, channel_softmax: bool = False, batch: int = DEFAULT_BATCH):
@@ -48,8 +48,9 @@ class ScoreCAM(CAMMethod):
         self.channel_softmax = channel_softmax
         self.batch = int(batch)
 
-    def __call__(self, activations, gradients=None):
-        raise TypeError("Score-CAM needs forward passes: call maps(activations, images, ...)")
+    def compute(self, evidence: Evidence) -> np.ndarray:
+        return self.maps(evidence.activations, evidence.images, evidence.targets,
+                         lambda batch: evidence.scores(batch, self.batch))
 
     def maps(
         self,

@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
-from dlheatmap.errors import HOperatorError, wrong_count, wrong_type, wrong_value
-from dlheatmap.model import UNKNOWN_HANDLE, Model
+from dlheatmap.errors import ErrorCode, HOperatorError, wrong_count, wrong_type, wrong_value
+from dlheatmap.model import Model
 from dlheatmap.params import ModelParams
-
-UNSUPPORTED_MODEL = 7912
-READ_ONNX = 7801
 
 
 def model_handle(handle: Any, operator: str) -> Model:
     """``handle`` as a usable Model, else HALCON error 2450."""
     if not isinstance(handle, Model):
-        raise HOperatorError(
-            UNKNOWN_HANDLE, "DLModelHandle must be a DL model handle from read_dl_model, got "
-            f"{type(handle).__name__}", operator)
+        raise HOperatorError(ErrorCode.UNKNOWN_HANDLE, "DLModelHandle must be a DL model "
+                             f"handle from read_dl_model, got {type(handle).__name__}", operator)
     handle.ensure_usable(operator)
     return handle
 
@@ -51,7 +47,8 @@ def running_graph(operator: str) -> Iterator[None]:
         node = _failing_node(exc)
         where = f" in node {node}" if node else ""
         raise HOperatorError(
-            READ_ONNX, f"the ONNX graph failed to run{where}: {type(exc).__name__}: {exc}",
+            ErrorCode.READ_ONNX,
+f"the ONNX graph failed to run{where}: {type(exc).__name__}: {exc}",
             operator,
         ) from exc
 
@@ -103,7 +100,8 @@ def check_outputs(model: Model, params: ModelParams, operator: str, probabilitie
     """
     if probabilities.shape[1] != len(params.class_ids):
         raise HOperatorError(
-            READ_ONNX, f"the graph returns {probabilities.shape[1]} class scores but declares "
+            ErrorCode.READ_ONNX,
+f"the graph returns {probabilities.shape[1]} class scores but declares "
             f"{len(params.class_ids)} classes in its output shape", operator)
     bad = np.zeros(len(probabilities), bool)
     for values in (probabilities, *others):
@@ -112,7 +110,8 @@ def check_outputs(model: Model, params: ModelParams, operator: str, probabilitie
         return
     if not _finite_for_zero_image(model, params, operator):
         raise HOperatorError(
-            READ_ONNX, "the model's output is not finite even for an all-zero image (NaN or "
+            ErrorCode.READ_ONNX,
+"the model's output is not finite even for an all-zero image (NaN or "
             "Inf weights?)", operator)
     raise wrong_value(
         2, f"sample {int(np.argmax(bad))}: the model's output is not finite for this image "
@@ -149,17 +148,6 @@ def string_arg(value: Any, position: int, name: str, operator: str) -> str:
         raise wrong_type(position, f"{name} must be a string, got {type(value).__name__}",
                          operator)
     return value
-
-
-def is_integer(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def empty_tuple(value: Any) -> bool:
-    """HALCON's empty tuple: None, [] or ()."""
-    return value is None or (
-        isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) == 0
-    )
 
 
 def sorted_results(probabilities: np.ndarray, params: ModelParams) -> list[dict]:

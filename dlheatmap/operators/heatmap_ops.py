@@ -2,35 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from dlheatmap import heatmap as core
-from dlheatmap.errors import HOperatorError, wrong_count, wrong_type
+from dlheatmap.arguments import class_indices, one_class_or_none
+from dlheatmap.errors import ErrorCode, HOperatorError, wrong_count, wrong_type
 from dlheatmap.model import Model
 from dlheatmap.operators._args import (
     check_outputs,
     classification_model,
-    empty_tuple,
-    is_integer,
     model_handle,
     running_graph,
     sorted_results,
     string_arg,
 )
-from dlheatmap.params import ModelParams, short_repr
+from dlheatmap.params import ModelParams
 from dlheatmap.results import heatmap_dict
 from dlheatmap.samples import as_sample_list, images_from_samples
 from dlheatmap.spec import operator_spec
+from dlheatmap.values import empty_tuple
 
 OPERATOR = "gen_dl_model_heatmap"
-UNSUPPORTED_METHOD = 7852
-UNSUPPORTED_MODEL_TYPE = 7851
-WRONG_TARGET_CLASS = 7853
-UNSUPPORTED_GENPARAM = 7911
-UNSUPPORTED_GENVALUE = 7914
 
 
 def gen_dl_model_heatmap(
@@ -77,7 +72,7 @@ def gen_dl_model_heatmap(
     params = model.params
     sample_list = as_sample_list(samples, OPERATOR, 2)
     method = _method(heatmap_method)
-    classification_model(model, UNSUPPORTED_MODEL_TYPE, OPERATOR)
+    classification_model(model, ErrorCode.UNSUPPORTED_MODEL_TYPE, OPERATOR)
     target_index = _target_index(target_classes, params)
     options = _gen_params(gen_param, method)
     layer = core.resolve_layer(model, options["target_conv_layer"], params, OPERATOR)
@@ -121,36 +116,17 @@ def _method(value: Any) -> str:
     method = string_arg(value, 3, "HeatmapMethod", OPERATOR)
     methods = operator_spec(OPERATOR).extra["methods"]
     if method not in methods:
-        raise HOperatorError(
-            UNSUPPORTED_METHOD, f"HeatmapMethod {method!r} is not one of {methods}", OPERATOR)
+        raise HOperatorError(ErrorCode.UNSUPPORTED_METHOD,
+                             f"HeatmapMethod {method!r} is not one of {methods}", OPERATOR)
     return method
 
 
 def _target_index(value: Any, params: ModelParams) -> int | None:
     """The class index to explain, or None for each sample's top class."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        # Sequences of small integers to Python, but binary data, not class IDs.
-        raise wrong_type(4, f"TargetClasses must be an integer class ID, got binary data "
-                         f"({type(value).__name__}) {short_repr(bytes(value))}", OPERATOR)
-    if empty_tuple(value):
+    class_id = one_class_or_none(value, 4, OPERATOR)
+    if class_id is None:
         return None
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
-    if not values:  # an empty numpy array
-        return None
-    if len(values) > 1:
-        raise wrong_count(4, f"TargetClasses takes one class ID or none, got {len(values)}",
-                          OPERATOR)
-    (class_id,) = values
-    if not is_integer(class_id):
-        raise wrong_type(4, f"TargetClasses must be an integer class ID, got "
-                         f"{short_repr(class_id)}", OPERATOR)
-    if int(class_id) not in params.class_ids:
-        raise HOperatorError(
-            WRONG_TARGET_CLASS, f"TargetClasses: class ID {short_repr(int(class_id))} is not in "
-            "the model's class_ids", OPERATOR)
-    return params.class_ids.index(int(class_id))
+    return int(class_indices(np.array([class_id]), params, "TargetClasses", OPERATOR)[0])
 
 
 def _gen_params(value: Any, method: str) -> dict[str, Any]:
@@ -165,10 +141,10 @@ def _gen_params(value: Any, method: str) -> dict[str, Any]:
     for key in value:
         spec = specs.get(key)
         if spec is None:
-            raise HOperatorError(UNSUPPORTED_GENPARAM, f"unknown GenParam key {key!r}; "
+            raise HOperatorError(ErrorCode.UNSUPPORTED_GENPARAM, f"unknown GenParam key {key!r}; "
                                  f"known: {sorted(specs)}", OPERATOR)
         if method not in spec.methods:
-            raise HOperatorError(UNSUPPORTED_GENPARAM,
+            raise HOperatorError(ErrorCode.UNSUPPORTED_GENPARAM,
                                  f"GenParam {key!r} applies to {list(spec.methods)} only", OPERATOR)
     for key, item in value.items():
         options[key] = _gen_value(specs[key], item)
@@ -179,15 +155,18 @@ def _gen_value(spec, item: Any) -> Any:
     if isinstance(item, (list, tuple)) and len(item) == 1:
         item = item[0]
     if isinstance(item, (list, tuple)):
-        raise HOperatorError(UNSUPPORTED_GENVALUE, f"GenParam {spec.name!r} takes a single "
+        raise HOperatorError(ErrorCode.UNSUPPORTED_GENVALUE,
+                             f"GenParam {spec.name!r} takes a single "
                              f"value, got {len(item)}: {item!r}", OPERATOR)
     if spec.name == "use_conv_only" and isinstance(item, (bool, np.bool_)):
         item = "true" if item else "false"  # Python callers may pass booleans
     if not isinstance(item, str):
-        raise HOperatorError(UNSUPPORTED_GENVALUE, f"GenParam {spec.name!r} takes a string, "
+        raise HOperatorError(ErrorCode.UNSUPPORTED_GENVALUE,
+                             f"GenParam {spec.name!r} takes a string, "
                              f"got {item!r}", OPERATOR)
     if spec.values is not None and item not in spec.values:
-        raise HOperatorError(UNSUPPORTED_GENVALUE, f"GenParam {spec.name!r}: {item!r} is not "
+        raise HOperatorError(ErrorCode.UNSUPPORTED_GENVALUE,
+                             f"GenParam {spec.name!r}: {item!r} is not "
                              f"one of {list(spec.values)}", OPERATOR)
     return str(item)
 

@@ -6,13 +6,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from dlheatmap.errors import wrong_count, wrong_type, wrong_value
+from dlheatmap.errors import ErrorCode, wrong_count, wrong_type, wrong_value
 from dlheatmap.model import Model
 from dlheatmap.operators._args import (
-    UNSUPPORTED_MODEL,
     check_outputs,
     classification_model,
-    empty_tuple,
     model_handle,
     running_graph,
     sorted_results,
@@ -21,6 +19,7 @@ from dlheatmap.operators._args import (
 from dlheatmap.samples import as_sample_list, images_from_samples
 from dlheatmap.spec import load_spec, operator_spec
 from dlheatmap.summary import summary_lines
+from dlheatmap.values import empty_tuple
 
 
 def read_dl_model(file_name: str | os.PathLike) -> Model:
@@ -151,7 +150,7 @@ def apply_dl_model(handle: Model, samples: Any, outputs: Any = None) -> list[dic
     params = model.params
     sample_list = as_sample_list(samples, operator, 2)
     wanted = _outputs(outputs, operator)
-    classification_model(model, UNSUPPORTED_MODEL, operator)
+    classification_model(model, ErrorCode.UNSUPPORTED_MODEL, operator)
     images = images_from_samples(sample_list, params, operator, 2)
     with running_graph(operator):
         probabilities = classify(model, images, params)

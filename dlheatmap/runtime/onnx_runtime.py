@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx
 import onnxruntime as ort
 
-from dlheatmap.errors import HOperatorError
+from dlheatmap.errors import ErrorCode, HOperatorError
 from dlheatmap.graph import undefined_ops
 from dlheatmap.runtime.devices import Device
 
@@ -33,5 +33,6 @@ def make_session(
         )
     except Exception as exc:  # onnxruntime raises its own exception types
         raise HOperatorError(
-            7801, f"onnxruntime cannot run this graph: {exc}{undefined_ops(model)}", operator
+            ErrorCode.READ_ONNX,
+f"onnxruntime cannot run this graph: {exc}{undefined_ops(model)}", operator
         ) from exc

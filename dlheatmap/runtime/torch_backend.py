@@ -13,13 +13,16 @@ import importlib
 import sys
 import types
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 
 import onnx
 import torch
 from torch import nn
 
-from dlheatmap.errors import HOperatorError
+from dlheatmap.errors import ErrorCode, HOperatorError
+from dlheatmap.graph import GraphInfo, extract_subgraph, tail_nodes
+from dlheatmap.runtime.devices import Device
 
 _TORCHVISION_CONVERTERS = ("nms", "roialign")
 
@@ -68,7 +71,8 @@ def convert(model: onnx.ModelProto, operator: str) -> torch.fx.GraphModule:
     try:
         module = api.convert(model)
     except Exception as exc:
-        raise HOperatorError(7801, _conversion_failure(model, api, exc), operator) from exc
+        raise HOperatorError(ErrorCode.READ_ONNX,
+                             _conversion_failure(model, api, exc), operator) from exc
     module.eval()
     module.requires_grad_(False)
     return module
@@ -83,7 +87,7 @@ def _check_converters(model: onnx.ModelProto, api: types.SimpleNamespace, operat
             )
         except (NotImplementedError, KeyError) as exc:
             raise HOperatorError(
-                7801,
+                ErrorCode.READ_ONNX,
                 f"onnx2torch has no converter for op {node.op_type!r} "
                 f"(opset {versions.get(node.domain)}) used by node {node.name!r}; gradients "
                 "cannot be computed through it",
@@ -199,3 +203,54 @@ def _relu_upper_bound(module: nn.Module, clip_type: type) -> float | bool | None
     if isinstance(module, clip_type) and module.min_val == 0:
         return None if module.max_val is None else float(module.max_val)
     return False
+
+
+# --- modules for the torch engine ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TailModule:
+    """The layers after a tensor, as a torch module taking that tensor and ``side_inputs``
+    (other tensors the tail reads, which onnxruntime's forward pass supplies)."""
+
+    module: torch.fx.GraphModule
+    side_inputs: tuple[str, ...]
+
+
+def tail_module(info: GraphInfo, layer_tensor: str, ranks: dict[str, int],
+                device: Device, operator: str) -> TailModule:
+    """The graph from ``layer_tensor`` to the score tensor in torch, on ``device``.
+
+    ``ranks`` gives the rank of every tensor the tail may read (4 where unknown)."""
+    score = info.score_tensor
+    nodes, side_inputs = tail_nodes(info, layer_tensor, score)
+    inputs = {name: (ranks.get(name, 4), onnx.TensorProto.FLOAT)
+              for name in (layer_tensor, *side_inputs)}
+    graph = extract_subgraph(info, nodes, inputs, [score], "tail")
+    return TailModule(place(convert(graph, operator), device), tuple(side_inputs))
+
+
+def whole_module(info: GraphInfo, layer_tensor: str | None, device: Device,
+                 operator: str) -> torch.fx.GraphModule:
+    """The whole graph in torch with guidable ReLUs, returning the score tensor and, if
+    ``layer_tensor`` is given, that tensor too."""
+    score = info.score_tensor
+    image = info.image_input
+    nodes, _ = tail_nodes(info, image.name, score)
+    elem_type = onnx.helper.np_dtype_to_tensor_dtype(image.dtype)
+    outputs = [score] if layer_tensor is None else [score, layer_tensor]
+    graph = extract_subgraph(info, nodes, {image.name: (4, elem_type)}, outputs, "full")
+    module = convert(graph, operator)
+    make_guidable(module)
+    return place(module, device)
+
+
+def place(module: nn.Module, device: Device) -> nn.Module:
+    """``module`` on ``device`` with its convolution weights channels-last in memory: torch's
+    convolutions then run channels-last, markedly faster on the CPU than NCHW (about 1.2 x
+    for ResNet-50 forward and backward at batch 8, 1.3 x for MobileNetV3)."""
+    module = module.to(device.torch_device)
+    for param in module.parameters():
+        if param.dim() == 4:  # Module.to(memory_format=...) would also touch 5-D buffers
+            param.data = param.data.contiguous(memory_format=torch.channels_last)
+    return module

@@ -1,16 +1,14 @@
-"""Forward passes that gradient-free methods and the metrics need: class scores of many
-(perturbed) images, and a layer's activations, both batched through onnxruntime."""
+"""Forward passes only, through onnxruntime: class scores of many (perturbed) images and a
+layer's activations. What the gradient-free methods and the metrics need."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from dlheatmap.gradients import LayerGradients, Targets
+from dlheatmap.engine.evidence import SCORES, Evidence, Targets
 from dlheatmap.model import Model, pad_batch
 from dlheatmap.params import ModelParams
 from dlheatmap.runtime.devices import Device
-
-SCORES = ("logit", "probability")
 
 
 def forward_scores(
@@ -69,38 +67,11 @@ def _batch_scores(model: Model, images: np.ndarray, score: str, device: Device) 
     return output.reshape(len(output), -1).astype(np.float32, copy=False)
 
 
-def layer_activations(
-    model: Model,
-    images: np.ndarray,
-    choose: Targets,
-    layer_tensor: str,
-    params: ModelParams,
-) -> LayerGradients:
-    """A layer's activations from onnxruntime alone (no gradients), batch by batch.
-
-    Parameters
-    ----------
-    model : Model
-    images : ndarray
-        N x H x W x C float32 images in HALCON layout, already validated.
-    choose : Targets
-        The classes to report, per sample.
-    layer_tensor : str
-        The tensor to return.
-    params : ModelParams
-
-    Returns
-    -------
-    LayerGradients
-        With probabilities, targets [N, T] and activations; no gradients.
-    """
-    probabilities, activations = [], []
-    device = model.device_for(params)
-    for start, stop, padded in model.batches(len(images), params):
-        output, activation = model.run(pad_batch(images[start:stop], padded), (layer_tensor,),
-                                       device)
-        probabilities.append(model.probabilities(output)[: stop - start])
-        activations.append(activation[: stop - start])
-    probabilities = np.concatenate(probabilities)
-    targets = choose(probabilities, 0)
-    return LayerGradients(probabilities, targets, np.concatenate(activations), None)
+def activation_pass(model: Model, images: np.ndarray, start: int, targets: Targets,
+                    layer_tensor: str | None, device: Device) -> Evidence:
+    """One batch's probabilities, targets and (if ``layer_tensor``) activations."""
+    extra = () if layer_tensor is None else (layer_tensor,)
+    output, *activation = model.run(images, extra, device)
+    probabilities = model.probabilities(output)
+    return Evidence(probabilities, targets(probabilities, start),
+                    activations=activation[0] if activation else None)
