@@ -17,6 +17,7 @@ import numpy as np
 
 from dlheatmap.errors import HOperatorError, wrong_count, wrong_type, wrong_value
 from dlheatmap.graph import GraphInfo
+from dlheatmap.runtime.devices import DLDevice
 from dlheatmap.spec import ParameterSpec, load_spec
 
 DEFAULT_IMAGE_SIZE = 224
@@ -111,6 +112,9 @@ def validate_value(
     if name == "class_ids" and len(set(values)) != len(values):
         raise HOperatorError(CLASS_IDS_NOT_UNIQUE, f"class_ids {short_repr(values)} repeat an ID",
                              operator)
+    if name == "device":  # a device is a runtime and a GPU number
+        (device,) = values
+        return {"runtime": device.kind, "gpu": device.index}
     if name == "image_dimensions":
         changes = dict(zip(_DIMENSIONS, values, strict=True))
         _keep_fixed_dimensions(changes, info, params, operator)
@@ -212,6 +216,8 @@ def _has_type(item: Any, value_type: str) -> bool:
         return isinstance(item, numbers.Integral)
     if value_type == "real":
         return isinstance(item, numbers.Real)
+    if value_type == "device":
+        return isinstance(item, DLDevice)
     return isinstance(item, str)
 
 
