@@ -52,7 +52,9 @@ def _int8(model: onnx.ModelProto, images: np.ndarray, handle: Model,
                "percentile": CalibrationMethod.Percentile}
     with tempfile.TemporaryDirectory(prefix="dlheatmap-int8-") as folder, _quiet_root_log():
         output = Path(folder) / "int8.onnx"
-        quantize_static(model, output, _Calibration(handle, images),
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)  # the quantiser moves the weights of the model it is given out
+        quantize_static(copy, output, _Calibration(handle, images),
                         quant_format=QuantFormat.QDQ,
                         per_channel=options["per_channel"] == "true",
                         calibrate_method=methods[options["calibration_method"]])
