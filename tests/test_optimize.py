@@ -26,7 +26,7 @@ from tests import models
 @pytest.fixture(scope="module")
 def evidence():
     model = dl.read_dl_model(models.trained_evidence_cnn())
-    images, labels, _ = models.evidence_images(24, seed=777)
+    images, _, _ = models.evidence_images(24, seed=777)
     samples = [{"image": image} for image in images]
     (cpu,) = dl.query_available_dl_devices("runtime", "cpu")
     params = dl.get_dl_device_param(cpu, "optimize_for_inference_params")
