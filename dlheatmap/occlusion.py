@@ -6,10 +6,11 @@ A square of ``feature_size`` pixels is moved over the image in steps of ``sampli
 every pixel is covered. Each occluded copy of the image has the square filled with the image's
 own mean grey value per channel, so the square adds no evidence of its own. The deviation of a
 position is the target class's confidence on the original image minus that on the occluded
-copy (positive: the square hid evidence for the class). A pixel's value is the mean deviation
-of all squares that cover it, negatives set to 0, divided by the largest value of the image
-(all zero when no square lowers the confidence). The maximum deviation is the largest
-deviation of any position. The decisions are in spec/decisions.md ("The confidence-based
+copy (positive: the square hid evidence for the class). Each deviation belongs to its square's
+centre; a pixel's value is interpolated linearly between the nearest centres (rows, then
+columns; constant beyond the outermost centres), negatives set to 0, divided by the largest
+value of the image (all zero when no square lowers the confidence). The maximum deviation is
+the largest deviation of any position. The decisions are in spec/decisions.md ("The confidence-based
 heatmap").
 
 All occluded images of a call are built with numpy indexing, chunk by chunk, and go through
@@ -100,13 +101,16 @@ def occlusion(
     """
     count, height, width, _ = images.shape
     targets = np.asarray(targets, np.int64)
-    rows = coverage(square_starts(height, feature_size, sampling_size), feature_size, height)
-    cols = coverage(square_starts(width, feature_size, sampling_size), feature_size, width)
+    row_starts = square_starts(height, feature_size, sampling_size)
+    col_starts = square_starts(width, feature_size, sampling_size)
+    rows = coverage(row_starts, feature_size, height)
+    cols = coverage(col_starts, feature_size, width)
     probabilities = forward_scores(model, images, params, "probability", RUN_BATCH)
     baseline = probabilities[np.arange(count), targets]
     occluded = _occluded_confidences(model, images, targets, rows, cols, params)
     deviations = (baseline[:, None] - occluded).reshape(count, len(rows), len(cols))
-    heatmaps = _pixel_means(deviations, rows.astype(np.float32), cols.astype(np.float32))
+    heatmaps = (centre_weights(row_starts, feature_size, height) @ deviations
+                @ centre_weights(col_starts, feature_size, width).T)
     np.clip(heatmaps, 0.0, None, out=heatmaps)
     peaks = heatmaps.reshape(count, -1).max(axis=1)
     heatmaps /= np.where(peaks > 0, peaks, 1.0)[:, None, None]
@@ -135,13 +139,12 @@ def _occluded_confidences(model: Model, images: np.ndarray, targets: np.ndarray,
     return confidences.reshape(count, positions)
 
 
-def _pixel_means(deviations: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Mean deviation of the squares covering each pixel, [N, H, W].
-
-    A square's coverage is the outer product of a row and a column coverage, so the sum over
-    squares is ``rows.T @ D @ cols`` and the number of squares over a pixel the product of
-    its row and column counts.
-    """
-    sums = rows.T @ (deviations.astype(np.float32) @ cols)
-    counts = np.outer(rows.sum(axis=0), cols.sum(axis=0))
-    return sums / counts
+def centre_weights(starts: np.ndarray, feature_size: int, length: int) -> np.ndarray:
+    """[length, positions] float32: linear interpolation between the squares' centres along an
+    axis (each row sums to 1), constant beyond the first and last centre."""
+    size = min(feature_size, length)
+    centres = starts + (size - 1) / 2.0
+    pixels = np.arange(length, dtype=np.float64)
+    basis = np.eye(len(starts))
+    return np.stack([np.interp(pixels, centres, column) for column in basis],
+                    axis=1).astype(np.float32)

@@ -1,7 +1,8 @@
 """gen_dl_model_classification_heatmap: the confidence-based (occlusion) heatmap.
 
 Truths: a brute-force occlusion written here (one occluded image at a time, through
-apply_dl_model, pixel means by explicit loops) for the vectorised batches; the trained
+apply_dl_model, the interpolation between square centres by explicit loops) for the
+vectorised batches; the trained
 evidence model, whose class evidence sits at a known place, for the pointing game, with
 controls showing that the criterion can fail.
 """
@@ -25,7 +26,8 @@ def _starts(length: int, feature: int, step: int) -> list[int]:
 
 
 def brute_force(model, image, class_id, feature, step):
-    """Heatmap and maximum deviation as spec/decisions.md defines them, one square at a time."""
+    """Heatmap and maximum deviation as spec/decisions.md defines them, one square at a time:
+    deviations at the squares' centres, interpolated linearly in between, pixel by pixel."""
     def confidence(img):
         (result,) = dl.apply_dl_model(model, [{"image": img}], [])
         return result["classification_confidences"][result["classification_class_ids"]
@@ -33,21 +35,36 @@ def brute_force(model, image, class_id, feature, step):
 
     height, width, _ = image.shape
     base = confidence(image)
-    total = np.zeros((height, width))
-    count = np.zeros((height, width))
-    deviations = []
-    for top in _starts(height, feature, step):
-        for left in _starts(width, feature, step):
+    tops, lefts = _starts(height, feature, step), _starts(width, feature, step)
+    grid = np.empty((len(tops), len(lefts)))
+    for i, top in enumerate(tops):
+        for j, left in enumerate(lefts):
             hidden = image.copy()
             hidden[top:top + feature, left:left + feature] = image.mean(axis=(0, 1))
-            deviation = base - confidence(hidden)
-            deviations.append(deviation)
-            for row in range(top, min(top + feature, height)):
-                for col in range(left, min(left + feature, width)):
-                    total[row, col] += deviation
-                    count[row, col] += 1
-    mean = np.clip(total / count, 0, None)
-    return mean / mean.max() if mean.max() > 0 else mean, max(deviations)
+            grid[i, j] = base - confidence(hidden)
+
+    def between(position, starts, length):
+        """(index, index, weight of the second) of the two centres around ``position``."""
+        centres = [start + (min(feature, length) - 1) / 2 for start in starts]
+        if position <= centres[0]:
+            return 0, 0, 0.0
+        if position >= centres[-1]:
+            return len(centres) - 1, len(centres) - 1, 0.0
+        k = max(i for i, c in enumerate(centres) if c <= position)
+        if k == len(centres) - 1:
+            return k, k, 0.0
+        return k, k + 1, (position - centres[k]) / (centres[k + 1] - centres[k])
+
+    heat = np.zeros((height, width))
+    for row in range(height):
+        r0, r1, wr = between(row, tops, height)
+        for col in range(width):
+            c0, c1, wc = between(col, lefts, width)
+            top_value = (1 - wc) * grid[r0, c0] + wc * grid[r0, c1]
+            bottom_value = (1 - wc) * grid[r1, c0] + wc * grid[r1, c1]
+            heat[row, col] = (1 - wr) * top_value + wr * bottom_value
+    heat = np.clip(heat, 0, None)
+    return heat / heat.max() if heat.max() > 0 else heat, grid.max()
 
 
 @pytest.mark.parametrize("feature,step", [(12, 7), (8, 8), (40, 5)])
