@@ -127,23 +127,14 @@ def test_pointing_game_on_the_trained_evidence_model():
     dl.gen_dl_model_classification_heatmap(model, samples, results,
                                            {"feature_size": 12, "sampling_size": 4})
     blobs = images[..., 0] == 1.0  # the blob's pixels are exactly 1, the clutter below 0.25
-    peaks = []
-    for result in results:
-        heat = heatmap_entry(result, "heatmap_confidence_based").image
-        peaks.append(np.unravel_index(np.argmax(heat), heat.shape))
+    peaks = models.heatmap_peaks(heatmap_entry(result, "heatmap_confidence_based").image
+                                 for result in results)
     tolerance = 0.1 * models.EVIDENCE_SIZE
-
-    def pointing_score(peaks, blobs) -> float:
-        hits = []
-        for (row, col), blob in zip(peaks, blobs, strict=True):
-            rows, cols = np.nonzero(blob)
-            hits.append(np.hypot(rows - row, cols - col).min() <= tolerance)
-        return float(np.mean(hits))
-
-    assert pointing_score(peaks, blobs) >= 0.85
-    assert pointing_score(peaks, np.roll(blobs, 1, axis=0)) <= 0.5
+    assert models.evidence_pointing_score(peaks, blobs, tolerance) >= 0.85
+    # controls: every heatmap paired with another image's blob, and peaks at random places
+    assert models.evidence_pointing_score(peaks, np.roll(blobs, 1, axis=0), tolerance) <= 0.5
     random_peaks = np.random.default_rng(5).integers(0, models.EVIDENCE_SIZE, (len(blobs), 2))
-    assert pointing_score(random_peaks, blobs) <= 0.5
+    assert models.evidence_pointing_score(random_peaks, blobs, tolerance) <= 0.5
 
 
 def test_nothing_is_added_after_an_error():
