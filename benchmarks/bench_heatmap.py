@@ -30,7 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.machine import describe_machine  # noqa: E402
+from benchmarks.bench_confidence import CONFIDENCE_HEADING  # noqa: E402
+from benchmarks.machine import describe_machine, section  # noqa: E402
 
 MODELS = {
     # name: target layer as a torchvision module path (the default layer dlheatmap picks)
@@ -289,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"Recorded by `./run bench --write` (input {args.size} x {args.size}, "
                   f"{args.repeats} timed runs per method after 2 warm-up runs, random weights, "
                   "CPU).", "", f"Machine: {describe_machine()}", "", ""]
-        (ROOT / "benchmarks" / "RESULTS.md").write_text("\n".join(header) + text + "\n")
+        path = ROOT / "benchmarks" / "RESULTS.md"
+        kept = section(path, CONFIDENCE_HEADING)  # bench_confidence.py's, recorded apart
+        path.write_text("\n".join(header) + text + "\n" + (f"\n{kept}" if kept else ""))
     return 0
 
 

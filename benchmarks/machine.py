@@ -22,3 +22,25 @@ def describe_machine() -> str:
             f"{platform.python_version()}; torch {torch.__version__} "
             f"({torch.get_num_threads()} threads); onnxruntime {ort.__version__}; "
             f"load average at the start {load}")
+
+
+def section(path: Path, heading: str) -> str:
+    """The ``heading`` section of a results file (up to the next '## ' heading), or ''."""
+    if not path.is_file():
+        return ""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if heading not in lines:
+        return ""
+    start = lines.index(heading)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
+               len(lines))
+    return "\n".join(lines[start:end]).rstrip() + "\n"
+
+
+def write_section(path: Path, heading: str, body: list[str]) -> None:
+    """Replace (or append) the ``heading`` section of a results file with ``body``."""
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    current = section(path, heading)
+    new = "\n".join([heading, "", *body]).rstrip() + "\n"
+    text = old.replace(current, new) if current else old.rstrip() + "\n\n" + new
+    path.write_text(text, encoding="utf-8")

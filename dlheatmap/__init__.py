@@ -13,10 +13,14 @@ from dlheatmap.model import Model
 from dlheatmap.operators import (
     apply_dl_model,
     clear_dl_model,
+    gen_dl_model_classification_heatmap,
     gen_dl_model_heatmap,
     gen_dl_model_heatmap_s,
+    get_dl_device_param,
     get_dl_model_param,
     get_dl_model_param_s,
+    optimize_dl_model_for_inference,
+    query_available_dl_devices,
     read_dl_model,
     set_dl_model_param,
 )
@@ -26,10 +30,12 @@ from dlheatmap.preprocess import (
     gen_dl_samples_from_images,
     preprocess_dl_samples,
 )
+from dlheatmap.runtime.devices import DLDevice
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DLDevice",
     "HError",
     "HOperatorError",
     "Model",
@@ -37,12 +43,16 @@ __all__ = [
     "clear_dl_model",
     "create_dl_preprocess_param",
     "create_dl_preprocess_param_from_model",
+    "gen_dl_model_classification_heatmap",
     "gen_dl_model_heatmap",
     "gen_dl_model_heatmap_s",
     "gen_dl_samples_from_images",
+    "get_dl_device_param",
     "get_dl_model_param",
     "get_dl_model_param_s",
+    "optimize_dl_model_for_inference",
     "preprocess_dl_samples",
+    "query_available_dl_devices",
     "read_dl_model",
     "read_image",
     "set_dl_model_param",

@@ -527,7 +527,7 @@ class _Writer:
         self.used: set[str] = set()
 
     def write(self, item: _Item, result: dict) -> dict:
-        from dlheatmap.display import Legend, render_heatmap, write_png
+        from dlheatmap.display import legend_for, render_heatmap, write_png
 
         entry = heatmap_entry(result)
         class_id, heatmap = entry.class_id, entry.image
@@ -537,8 +537,8 @@ class _Writer:
         index = ids.index(class_id)
         legend = None
         if self.legend:
-            legend = Legend(self.method.name, str(names[index]), class_id, confidences[index],
-                            self.scheme if self.method.kind == "map" else None)
+            legend = legend_for(result, entry,
+                                scheme=self.scheme if self.method.kind == "map" else None)
         picture = render_heatmap(item.original, heatmap, self.method.kind, self.scheme, legend)
         path = write_png(picture, self._name(item.path))
         height, width = item.original.shape[:2]

@@ -8,13 +8,15 @@ objects), and errors are :class:`HOperatorError` with HALCON's codes.
 Contents:
 
 - deep-learning operators: read_dl_model, clear_dl_model, get_dl_model_param(_s),
-  set_dl_model_param, apply_dl_model, gen_dl_model_heatmap(_s);
+  set_dl_model_param, apply_dl_model, gen_dl_model_heatmap(_s), query_available_dl_devices,
+  get_dl_device_param, optimize_dl_model_for_inference;
 - image operators: read_image, write_image, get_image_size(_s), count_channels(_s);
 - dictionary operators: create_dict, set_dict_tuple, get_dict_tuple(_s), set_dict_object,
   get_dict_object, get_dict_param(_s), remove_dict_key;
 - HDevelop procedures, callable directly or through HDevEngine:
   gen_dl_samples_from_images, create_dl_preprocess_param,
-  create_dl_preprocess_param_from_model, preprocess_dl_samples, dev_display_dl_data;
+  create_dl_preprocess_param_from_model, preprocess_dl_samples,
+  gen_dl_model_classification_heatmap, dev_display_dl_data;
   with the window operators dump_window and dump_window_image for what dev_display_dl_data
   drew;
 - HDevEngine, HDevProcedure, HDevProcedureCall, HDevEngineError: enough of HALCON's
@@ -52,10 +54,14 @@ from dlheatmap.imaging import (
 from dlheatmap.operators import (
     apply_dl_model,
     clear_dl_model,
+    gen_dl_model_classification_heatmap,
     gen_dl_model_heatmap,
     gen_dl_model_heatmap_s,
+    get_dl_device_param,
     get_dl_model_param,
     get_dl_model_param_s,
+    optimize_dl_model_for_inference,
+    query_available_dl_devices,
     read_dl_model,
     set_dl_model_param,
 )
@@ -83,6 +89,7 @@ __all__ = [
     "dev_display_dl_data",
     "dump_window",
     "dump_window_image",
+    "gen_dl_model_classification_heatmap",
     "gen_dl_model_heatmap",
     "gen_dl_model_heatmap_s",
     "gen_dl_samples_from_images",
@@ -91,11 +98,14 @@ __all__ = [
     "get_dict_param_s",
     "get_dict_tuple",
     "get_dict_tuple_s",
+    "get_dl_device_param",
     "get_dl_model_param",
     "get_dl_model_param_s",
     "get_image_size",
     "get_image_size_s",
+    "optimize_dl_model_for_inference",
     "preprocess_dl_samples",
+    "query_available_dl_devices",
     "read_dl_model",
     "read_image",
     "remove_dict_key",
@@ -158,6 +168,9 @@ _PROCEDURES: dict[str, _Signature] = {
         ("DLPreprocessParam",)),
     "preprocess_dl_samples": _Signature(
         preprocess_dl_samples, (), ("DLSampleBatch", "DLPreprocessParam"), ()),
+    "gen_dl_model_classification_heatmap": _Signature(
+        gen_dl_model_classification_heatmap, (),
+        ("DLModelHandle", "DLSample", "DLResult", "GenParam"), ()),
     "dev_display_dl_data": _Signature(
         dev_display_dl_data, (),
         ("DLSample", "DLResult", "DLDatasetInfo", "KeysForDisplay", "GenParam",

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 
 from dlheatmap.errors import ErrorCode, HOperatorError
-from dlheatmap.graph import GraphInfo, LayerInfo, analyse, infer_shapes, load_model
+from dlheatmap.graph import GraphInfo, LayerInfo, analyse, infer_shapes, load_model, load_proto
 from dlheatmap.graph.subgraph import with_extra_outputs
 from dlheatmap.params import ModelParams, default_params, validate_value
 from dlheatmap.runtime.devices import Device, resolve_device
@@ -59,6 +59,23 @@ class Model:
         """
         model = cls(load_model(path, operator), source=os.fspath(path))
         model.session((), Device("cpu"), operator)
+        return model
+
+    @classmethod
+    def from_proto(cls, onnx_model: onnx.ModelProto, source: str | None = None,
+                   operator: str = "read_dl_model") -> Model:
+        """A handle on a graph held in memory, checked and normalised like a file's graph
+        (7801 if ONNX's checker or onnxruntime refuses it)."""
+        model = cls(load_proto(onnx_model, source or "the model", operator), source=source)
+        model.session((), Device("cpu"), operator)
+        return model
+
+    def derived(self, onnx_model: onnx.ModelProto, source: str, operator: str,
+                **changes: Any) -> Model:
+        """A new handle on another form of this model's graph (a converted precision) with
+        this handle's parameters, ``changes`` applied (ModelParams fields)."""
+        model = Model.from_proto(onnx_model, source, operator)
+        model._params = _replace(self.params, changes)
         return model
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 
 from dlheatmap.errors import ErrorCode, HOperatorError, wrong_count, wrong_type, wrong_value
 from dlheatmap.graph import GraphInfo
+from dlheatmap.runtime.devices import DLDevice
 from dlheatmap.spec import ParameterSpec, load_spec
 from dlheatmap.values import is_integer, is_real
 
@@ -111,6 +112,9 @@ def validate_value(
         raise HOperatorError(ErrorCode.CLASS_IDS_NOT_UNIQUE,
                              f"class_ids {short_repr(values)} repeat an ID",
                              operator)
+    if name == "device":  # a device is a runtime and a GPU number
+        (device,) = values
+        return {"runtime": device.kind, "gpu": device.index}
     if name == "image_dimensions":
         changes = dict(zip(_DIMENSIONS, values, strict=True))
         _keep_fixed_dimensions(changes, info, params, operator)
@@ -211,6 +215,8 @@ def _has_type(item: Any, value_type: str) -> bool:
         return is_integer(item)
     if value_type == "real":
         return is_real(item)
+    if value_type == "device":
+        return isinstance(item, DLDevice)
     return isinstance(item, str)
 
 

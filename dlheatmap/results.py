@@ -2,7 +2,9 @@
 
 gen_dl_model_heatmap adds ``'heatmap_<method>' -> {'<prefix><ClassID>': image}`` to a sample's
 apply_dl_model result (HALCON's keys, from spec/operators.toml: 'heatmap_grad_cam' with
-'heatmap_image_class_<ID>', 'heatmap_guided_grad_cam' with 'guided_grad_cam_image_class_<ID>').
+'heatmap_image_class_<ID>', 'heatmap_guided_grad_cam' with 'guided_grad_cam_image_class_<ID>');
+gen_dl_model_classification_heatmap adds 'heatmap_confidence_based' with
+'heatmap_image_class_<ID>' and 'classification_heatmap_maxdeviation'.
 The methods beyond HALCON follow the Grad-CAM pattern: 'heatmap_<method>' with
 'heatmap_image_class_<ID>'. The CLI, the batch jobs and the display read entries back with
 :func:`heatmap_entry`, never by parsing key strings themselves.
@@ -42,9 +44,23 @@ def image_key(method: str, class_id: int) -> str:
     return f"{_halcon_keys()[1].get(method, DEFAULT_IMAGE_PREFIX)}{int(class_id)}"
 
 
-def heatmap_dict(method: str, class_id: int, image: np.ndarray) -> dict[str, dict]:
-    """``{result_key(method): {image_key(method, class_id): image}}``."""
-    return {result_key(method): {image_key(method, class_id): image}}
+def heatmap_dict(method: str, class_id: int, image: np.ndarray,
+                 extras: Mapping[str, Any] | None = None) -> dict[str, dict]:
+    """``{result_key(method): {image_key(method, class_id): image, **extras}}``."""
+    return {result_key(method): {image_key(method, class_id): image, **(extras or {})}}
+
+
+def max_deviation_key() -> str:
+    """The confidence-based entry's second key: 'classification_heatmap_maxdeviation'."""
+    return operator_spec("gen_dl_model_classification_heatmap").extra["max_deviation_key"]
+
+
+def confidence_based_dict(class_id: int, image: np.ndarray,
+                          max_deviation: float) -> dict[str, dict]:
+    """gen_dl_model_classification_heatmap's entry: 'heatmap_confidence_based' ->
+    {'heatmap_image_class_<ID>': image, 'classification_heatmap_maxdeviation': value}."""
+    return heatmap_dict("confidence_based", class_id, image,
+                        {max_deviation_key(): float(max_deviation)})
 
 
 def method_of(key: str) -> str | None:
@@ -66,6 +82,12 @@ class HeatmapEntry:
     image: np.ndarray
     #: the other values of the entry's dict (the confidence-based heatmap's maximum deviation)
     extras: Mapping[str, Any]
+
+    @property
+    def max_deviation(self) -> float | None:
+        """The confidence-based heatmap's maximum deviation; None for other entries."""
+        value = self.extras.get(max_deviation_key())
+        return None if value is None else float(value)
 
 
 def class_id_of(image_key_: str) -> int | None:

@@ -29,7 +29,7 @@ class ParameterSpec:
     """One model parameter of get_dl_model_param / set_dl_model_param."""
 
     name: str
-    value_type: str  # 'integer', 'real' or 'string'
+    value_type: str  # 'integer', 'real', 'string' or 'device' (a DLDevice handle)
     settable: str  # 'never', 'always' or 'when_symbolic'
     multiple: bool = False
     count: int | None = None
@@ -49,6 +49,7 @@ class GenParamSpec:
     default: Any
     methods: tuple[str, ...]
     values: tuple[Any, ...] | None = None
+    min: float | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ def load_spec() -> Spec:
                 default=value["default"],
                 methods=tuple(value["methods"]),
                 values=tuple(value["values"]) if "values" in value else None,
+                min=value.get("min"),
             )
             for key, value in entry.pop("gen_param", {}).items()
         }

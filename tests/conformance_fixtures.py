@@ -289,6 +289,13 @@ def default_call(operator: str) -> Args:
     operator = operator.removesuffix("_s")
     if operator == "read_dl_model":
         return {"FileName": str(tiny_path())}
+    (cpu,) = dl.query_available_dl_devices("runtime", "cpu")
+    handleless: dict[str, Args] = {
+        "query_available_dl_devices": {"GenParamName": ["runtime"], "GenParamValue": ["cpu"]},
+        "get_dl_device_param": {"DLDevice": cpu, "GenParamName": "name"},
+    }
+    if operator in handleless:
+        return handleless[operator]
     handle = tiny_model()
     calls: dict[str, Args] = {
         "clear_dl_model": {},
@@ -297,6 +304,13 @@ def default_call(operator: str) -> Args:
         "apply_dl_model": {"DLSampleBatch": [valid_sample()], "Outputs": []},
         "gen_dl_model_heatmap": {"DLSample": [valid_sample()], "HeatmapMethod": "grad_cam",
                                  "TargetClasses": [], "GenParam": None},
+        "gen_dl_model_classification_heatmap": {
+            "DLSample": [valid_sample()],
+            "DLResult": dl.apply_dl_model(handle, [valid_sample()], []),
+            "GenParam": {"feature_size": 16, "sampling_size": 8}},
+        "optimize_dl_model_for_inference": {
+            "DLDevice": cpu, "Precision": "float32", "DLSamples": [valid_sample()],
+            "GenParam": {}},
     }
     return {"DLModelHandle": handle, **calls[operator]}
 
@@ -408,6 +422,7 @@ class Fixtures:
             "sample_image_float64_huge": lambda args: _sample_batch(image.astype(np.float64)
                                                                     * 1e300),
             "two_samples": lambda args: [valid_sample(0), valid_sample(1)],
+            "two_results": lambda args: [dict(args["DLResult"][0]), dict(args["DLResult"][0])],
             "second_sample_bad": lambda args: [valid_sample(), {"image": valid_image(size=8)}],
             "second_sample_not_dict": lambda args: [valid_sample(), "image"],
             "sample_generator": lambda args: (s for s in [valid_sample()]),

@@ -167,6 +167,21 @@ def evidence_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.n
     return images, labels, centres
 
 
+def heatmap_peaks(heatmaps) -> list[tuple[int, int]]:
+    """(row, col) of each heatmap's maximum."""
+    return [np.unravel_index(np.argmax(heat), np.shape(heat)) for heat in heatmaps]
+
+
+def evidence_pointing_score(peaks, blobs: np.ndarray, tolerance: float) -> float:
+    """Pointing game on evidence images: the fraction of (row, col) peaks within ``tolerance``
+    pixels of the nearest pixel of their image's blob (``blobs``: [N, H, W] bool)."""
+    hits = []
+    for (row, col), blob in zip(peaks, blobs, strict=True):
+        rows, cols = np.nonzero(blob)
+        hits.append(np.hypot(rows - row, cols - col).min() <= tolerance)
+    return float(np.mean(hits))
+
+
 def trained_evidence_cnn(seed: int = 0) -> Path:
     """A small CNN trained on :func:`evidence_images` (3 classes, 48 x 48 grey)."""
     key = f"evidence-cnn-{seed}-v2"

@@ -167,8 +167,8 @@ def test_validation_markdown_is_generated_from_the_spec():
 MODELS = {"tiny_fixed_size": cf.tiny_path, "symbolic_size": cf.symbolic_size_path}
 # Where each size parameter lives in an NCHW input shape.
 _DIM_INDEX = {"batch_size": 0, "image_num_channels": 1, "image_height": 2, "image_width": 3}
-_WRONG_TYPE = {"integer": "x", "real": "x", "string": 5}
-_PYTHON_TYPE = {"integer": int, "real": float, "string": str}
+_WRONG_TYPE = {"integer": "x", "real": "x", "string": 5, "device": "cpu"}
+_PYTHON_TYPE = {"integer": int, "real": float, "string": str, "device": dl.DLDevice}
 
 
 def _file_facts(path: Path) -> tuple[list[bool], int]:

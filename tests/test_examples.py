@@ -141,3 +141,36 @@ def test_hdevelop_port_pairs_every_statement_with_hdevelop():
     assert len(halcon_calls) >= 15
     for node in halcon_calls:
         assert source[node.lineno - 2].strip().startswith("# "), ast.unparse(node)
+
+
+def test_hdevelop_workflow_port(tmp_path, demo_images):
+    """Grad-CAM and the confidence-based heatmap side by side, then a float16 model: every
+    image's class, both heatmaps' peaks on the shape (model pixels: the demo model's input is
+    64 x 64, half the images' size), the float16 model's class and Grad-CAM peak the same."""
+    paths, truth = demo_images
+    out = tmp_path / "workflow"
+    done = run_script("hdevelop_port_workflow.py", MODEL, paths[0].parent, out, cwd=tmp_path)
+    assert "float16 conversion:" in done.stdout
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(records) == len(truth) == len(list(out.glob("*_heatmaps.png")))
+    for record in records:
+        expected = truth[Path(record["image"]).name]
+        centre = {"x": (expected["x"] + 0.5) / 2 - 0.5, "y": (expected["y"] + 0.5) / 2 - 0.5}
+        assert record["class_name"] == record["float16_class_name"] == expected["class_name"]
+        for key in ("grad_cam_peak", "confidence_based_peak", "float16_grad_cam_peak"):
+            assert near(record[key], centre, PEAK_DISTANCE / 2), (key, record)
+        assert record["float16_grad_cam_peak"] == record["grad_cam_peak"]
+    with Image.open(out / "0_heatmaps.png") as pil:  # two pictures of 320 side by side
+        assert pil.width == 2 * 320
+
+
+def test_hdevelop_workflow_pairs_every_statement_with_hdevelop():
+    source = (EXAMPLES / "hdevelop_port_workflow.py").read_text().splitlines()
+    tree = ast.parse("\n".join(source))
+    function = next(node for node in tree.body if isinstance(node, ast.FunctionDef)
+                    and node.name == "run_workflow")
+    calls = [node for node in ast.walk(function)
+             if isinstance(node, (ast.Assign, ast.Expr)) and "ha." in ast.unparse(node)]
+    assert len(calls) >= 20
+    for node in calls:
+        assert source[node.lineno - 2].strip().startswith("# "), ast.unparse(node)

@@ -13,17 +13,30 @@ from dlheatmap.graph.analysis import (
     infer_shapes,
     undefined_ops,
 )
-from dlheatmap.graph.loading import load_model, normalise
+from dlheatmap.graph.loading import load_model, load_proto, normalise
+from dlheatmap.graph.precision import (
+    QDQ_OPS,
+    float32_copy,
+    fold_constant_dequantize,
+    graph_precision,
+    has_float16,
+)
 from dlheatmap.graph.subgraph import extract_subgraph, tail_nodes, with_extra_outputs
 
 __all__ = [
+    "QDQ_OPS",
     "GraphInfo",
     "ImageInput",
     "LayerInfo",
     "analyse",
     "extract_subgraph",
+    "float32_copy",
+    "fold_constant_dequantize",
+    "graph_precision",
+    "has_float16",
     "infer_shapes",
     "load_model",
+    "load_proto",
     "normalise",
     "tail_nodes",
     "undefined_ops",

@@ -9,6 +9,7 @@ and the layer names shown in 'summary' all see the same graph.
 
 from __future__ import annotations
 
+import heapq
 import os
 from collections import Counter
 
@@ -47,15 +48,69 @@ def load_model(path: str | os.PathLike, operator: str = "read_dl_model") -> onnx
     except Exception as exc:  # protobuf raises several unrelated types on garbage input
         raise HOperatorError(ErrorCode.READ_ONNX,
                              f"not an ONNX model: {path!r} ({exc})", operator) from exc
+    return load_proto(model, repr(path), operator)
+
+
+def load_proto(model: onnx.ModelProto, where: str = "the model",
+               operator: str = "read_dl_model") -> onnx.ModelProto:
+    """Check an ONNX model held in memory and return its normalised graph (a copy).
+
+    Nodes are sorted topologically first: converters that append nodes (onnxruntime's float16
+    conversion adds its input Casts at the end) write valid graphs in an order ONNX's checker
+    refuses. ``where`` names the model in messages.
+
+    Raises
+    ------
+    HOperatorError
+        7801 if the graph has no nodes or fails ONNX's checker.
+    """
     if not model.graph.node:
         raise HOperatorError(ErrorCode.READ_ONNX,
-                             f"the ONNX graph in {path!r} has no nodes", operator)
+                             f"the ONNX graph in {where} has no nodes", operator)
+    model = _copy(model)
+    sort_topologically(model.graph)
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
         raise HOperatorError(ErrorCode.READ_ONNX,
-                             f"invalid ONNX model {path!r}: {exc}", operator) from exc
+                             f"invalid ONNX model {where}: {exc}", operator) from exc
     return normalise(model)
+
+
+def sort_topologically(graph: onnx.GraphProto) -> None:
+    """Order ``graph``'s nodes so that each comes after the nodes producing its inputs.
+
+    Stable: a node moves only as far as it must, so an already sorted graph keeps its order
+    (and node names generated from it). Names no node produces (graph inputs,
+    initializers, outer-scope names of subgraphs) count as available. Nodes that can never
+    run (a cycle) keep their relative order at the end, for the checker to name.
+    """
+    producers = {out: index for index, node in enumerate(graph.node) for out in node.output}
+    waiting = [{producers[name] for name in node.input if name in producers} - {index}
+               for index, node in enumerate(graph.node)]
+    consumers: dict[int, list[int]] = {}
+    for index, needs in enumerate(waiting):
+        for need in needs:
+            consumers.setdefault(need, []).append(index)
+    ready = [index for index, needs in enumerate(waiting) if not needs]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        index = heapq.heappop(ready)
+        order.append(index)
+        for consumer in consumers.get(index, ()):
+            waiting[consumer].discard(index)
+            if not waiting[consumer]:
+                heapq.heappush(ready, consumer)
+    placed = set(order)
+    order += [index for index in range(len(graph.node)) if index not in placed]
+    if order != list(range(len(graph.node))):
+        nodes = [graph.node[index] for index in order]
+        copies = [onnx.NodeProto() for _ in nodes]
+        for copy, node in zip(copies, nodes, strict=True):
+            copy.CopyFrom(node)
+        del graph.node[:]
+        graph.node.extend(copies)
 
 
 def normalise(model: onnx.ModelProto) -> onnx.ModelProto:

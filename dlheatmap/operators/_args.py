@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from dlheatmap.errors import ErrorCode, HOperatorError, wrong_count, wrong_type, wrong_value
 from dlheatmap.model import Model
-from dlheatmap.params import ModelParams
+from dlheatmap.params import ModelParams, short_repr
+from dlheatmap.spec import GenParamSpec, operator_spec
+from dlheatmap.values import empty_tuple, is_integer
 
 
 def model_handle(handle: Any, operator: str) -> Model:
@@ -168,3 +170,73 @@ def sorted_results(probabilities: np.ndarray, params: ModelParams) -> list[dict]
 
 def as_mapping(value: Any) -> Mapping | None:
     return value if isinstance(value, Mapping) else None
+
+
+def gen_options(value: Any, operator: str, position: int, topic: str) -> dict[str, Any]:
+    """A GenParam dict checked against the operator's ``gen_param`` entries of the spec, with
+    defaults filled in.
+
+    ``topic`` (a method or a precision) selects which keys apply. Not a dict (None and the
+    empty tuple mean {}): 120n at ``position``; an unknown key, or one that does not apply to
+    ``topic``: 7911; a value of the wrong type, not allowed or below the minimum: 7914. An
+    empty tuple as a value stands for the key's empty default. Keys are checked before
+    values, so the code does not depend on the dict's order.
+    """
+    specs = operator_spec(operator).gen_params
+    if isinstance(value, list) and len(value) == 1:  # a dict handle as a HALCON tuple
+        value = value[0]
+    if empty_tuple(value):
+        value = {}
+    if not isinstance(value, Mapping):
+        raise wrong_type(position, f"GenParam must be a dict, got {type(value).__name__}",
+                         operator)
+    for key in value:
+        spec = specs.get(key)
+        if spec is None or topic not in spec.methods:
+            where = "" if spec is None else f" for {topic!r} (only {list(spec.methods)})"
+            raise HOperatorError(ErrorCode.UNSUPPORTED_GENPARAM, f"GenParam key {key!r} is not "
+                                 f"supported{where}; known: {sorted(specs)}", operator)
+    options = {name: spec.default for name, spec in specs.items()}
+    options.update({key: _gen_value(spec, item, operator)
+                    for key, item in value.items() for spec in (specs[key],)})
+    return options
+
+
+def _gen_value(spec: GenParamSpec, item: Any, operator: str) -> Any:
+    if isinstance(item, np.ndarray):
+        item = item.tolist()
+    if isinstance(item, (list, tuple)):
+        if not item:
+            return spec.default
+        if len(item) > 1:
+            raise HOperatorError(ErrorCode.UNSUPPORTED_GENVALUE, f"GenParam {spec.name!r} "
+                                 f"takes a single value, got {short_repr(item)}", operator)
+        (item,) = item
+    checks = {"integer": is_integer, "string": lambda value: isinstance(value, str)}
+    if not checks[spec.value_type](item):
+        raise HOperatorError(ErrorCode.UNSUPPORTED_GENVALUE, f"GenParam {spec.name!r} takes "
+                             f"a {spec.value_type}, got {short_repr(item)}", operator)
+    if spec.values is not None and item not in spec.values:
+        raise HOperatorError(ErrorCode.UNSUPPORTED_GENVALUE, f"GenParam {spec.name!r}: "
+                             f"{short_repr(item)} is not one of {list(spec.values)}", operator)
+    if spec.min is not None and item < spec.min:
+        raise HOperatorError(ErrorCode.UNSUPPORTED_GENVALUE, f"GenParam {spec.name!r} must be "
+                             f">= {spec.min:g}, got {short_repr(item)}", operator)
+    return int(item) if spec.value_type == "integer" else item
+
+
+def one_or_many(value: Any, kind: type, position: int, name: str, operator: str) -> list:
+    """One ``kind`` (a dict, a device) or a non-empty sequence of them, as a list (120n for
+    anything else, 140n for an empty sequence)."""
+    if isinstance(value, kind):
+        return [value]
+    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+        raise wrong_type(position, f"{name} must be a {kind.__name__} or a sequence of them, "
+                         f"got {type(value).__name__}", operator)
+    if not value:
+        raise wrong_count(position, f"{name} is empty", operator)
+    for index, item in enumerate(value):
+        if not isinstance(item, kind):
+            raise wrong_type(position, f"{name}: item {index} is {type(item).__name__}, not a "
+                             f"{kind.__name__}", operator)
+    return list(value)

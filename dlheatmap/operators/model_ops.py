@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dlheatmap.errors import ErrorCode, wrong_count, wrong_type, wrong_value
+from dlheatmap.graph import graph_precision
 from dlheatmap.model import Model
 from dlheatmap.operators._args import (
     check_outputs,
@@ -16,6 +17,7 @@ from dlheatmap.operators._args import (
     sorted_results,
     string_arg,
 )
+from dlheatmap.runtime.devices import device_handle
 from dlheatmap.samples import as_sample_list, images_from_samples
 from dlheatmap.spec import load_spec, operator_spec
 from dlheatmap.summary import summary_lines
@@ -76,7 +78,7 @@ def get_dl_model_param(handle: Model, name: str) -> list:
     name : str
         One of the parameters in ``spec/operators.toml`` (type, class_ids, class_names,
         image_width, image_height, image_num_channels, image_dimensions, image_range_min,
-        image_range_max, batch_size, runtime, gpu, precision, input_layout, summary).
+        image_range_max, batch_size, runtime, gpu, device, precision, input_layout, summary).
 
     Raises
     ------
@@ -205,7 +207,8 @@ def _param_value(handle: Model, name: Any, operator: str) -> Any:
         "type": lambda: info.model_type,
         "image_dimensions": lambda: [params.image_width, params.image_height,
                                      params.image_num_channels],
-        "precision": lambda: info.image_input.dtype.name if info.image_input else "float32",
+        "precision": lambda: graph_precision(info),
+        "device": lambda: device_handle(params.runtime, params.gpu),
         "input_layout": lambda: info.image_input.layout if info.image_input else "NCHW",
         "summary": lambda: summary_lines(model),
     }

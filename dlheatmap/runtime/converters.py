@@ -8,8 +8,10 @@ when the newer feature is unused and hands it to onnx2torch's own converter for 
 a node that uses the newer feature raises ``NotImplementedError`` saying which. ``Gelu`` (new in
 opset 20), attribute-style ``Slice`` (opsets 1 to 9, whose onnx2torch converter fails on an
 ``axes`` attribute), ``GlobalMaxPool`` and ``Mish``, which classifier heads use, get converters
-of their own. Everything is registered through onnx2torch's public
-``add_converter`` hook; onnx2torch itself is not modified.
+of their own, and so do ``QuantizeLinear`` / ``DequantizeLinear`` (static int8 quantisation's
+QDQ pairs), as fake quantisation with a straight-through gradient (spec/decisions.md,
+"Converted models"). Everything is registered through onnx2torch's public ``add_converter``
+hook; onnx2torch itself is not modified.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 import onnx
+import torch
 from onnx import helper
 from torch import nn
 
@@ -221,11 +224,113 @@ def _slice_1(node, graph):
     )
 
 
+# --- QuantizeLinear / DequantizeLinear: fake quantisation with a straight-through gradient ---
+
+class _RoundStraightThrough(torch.autograd.Function):
+    """``clamp(round(x), low, high)`` forward; backward passes the gradient where
+    ``low <= x <= high`` and gives 0 outside (the straight-through estimator)."""
+
+    @staticmethod
+    def forward(ctx, x, low: float, high: float):
+        inside = (x >= low) & (x <= high)
+        ctx.save_for_backward(inside)
+        return torch.round(x).clamp(low, high)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None, None
+
+
+def _per_axis(value: torch.Tensor, x: torch.Tensor, axis: int) -> torch.Tensor:
+    """A per-tensor (scalar) or per-axis (1-D) scale or zero point, broadcastable to ``x``."""
+    if value.dim() == 0 or value.numel() == 1:
+        return value.reshape(())
+    shape = [1] * x.dim()
+    shape[axis % x.dim()] = -1
+    return value.reshape(shape)
+
+
+class _QuantizeLinear(nn.Module):
+    """ONNX QuantizeLinear as fake quantisation: ``clamp(round(x / scale) + zero_point)`` with
+    the zero point's integer range, kept as a float tensor so that gradients flow. Backward:
+    ``1 / scale`` inside the range, 0 outside, so a QuantizeLinear -> DequantizeLinear pair
+    passes the gradient unchanged inside the range.
+
+    Static quantisation folds a ReLU into the quantisation of its input's producer (the range
+    then starts at real value 0); such a node is guided like the ReLU it replaces
+    (:func:`dlheatmap.runtime.torch_backend.guide_hook`)."""
+
+    def __init__(self, scale: np.ndarray, zero_point: np.ndarray | None, axis: int):
+        super().__init__()
+        dtype = np.uint8 if zero_point is None else zero_point.dtype
+        info = np.iinfo(dtype)
+        self.low, self.high, self.axis = float(info.min), float(info.max), axis
+        self.register_buffer("scale", torch.from_numpy(np.asarray(scale, np.float32)))
+        self.register_buffer("zero_point", torch.from_numpy(np.asarray(
+            0 if zero_point is None else zero_point, np.float32)))
+        self.clips_at_zero = bool((self.zero_point == self.low).all())
+
+    def forward(self, x):
+        from dlheatmap.runtime.torch_backend import guide_hook
+
+        scale = _per_axis(self.scale, x, self.axis)
+        zero = _per_axis(self.zero_point, x, self.axis)
+        y = _RoundStraightThrough.apply(x / scale + zero, self.low, self.high)
+        return guide_hook(y) if self.clips_at_zero else y
+
+
+class _DequantizeLinear(nn.Module):
+    """ONNX DequantizeLinear: ``(x - zero_point) * scale`` in float32 (exactly linear)."""
+
+    def __init__(self, scale: np.ndarray, zero_point: np.ndarray | None, axis: int):
+        super().__init__()
+        self.axis = axis
+        self.register_buffer("scale", torch.from_numpy(np.asarray(scale, np.float32)))
+        self.register_buffer("zero_point", torch.from_numpy(np.asarray(
+            0 if zero_point is None else zero_point, np.float32)))
+
+    def forward(self, x):
+        x = x.float()
+        return (x - _per_axis(self.zero_point, x, self.axis)) * _per_axis(self.scale, x,
+                                                                           self.axis)
+
+
+def _qdq_converter(module_type: type) -> Callable:
+    """A converter for QuantizeLinear or DequantizeLinear whose scale and zero point are
+    initializers (as static quantisation writes them); only the data input stays an input."""
+    def convert(node, graph):
+        from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
+
+        attrs = _attributes(node)
+        if attrs.get("block_size", 0):
+            raise _unsupported(node, "blocked quantisation (block_size)")
+        names = list(node.input_values) + [""] * 3
+        scale = _constant(names[1], graph)
+        if scale is None:
+            raise _unsupported(node, "a scale computed at run time")
+        zero_point = _constant(names[2], graph) if names[2] else None
+        return OperationConverterResult(
+            torch_module=module_type(scale, zero_point, int(attrs.get("axis", 1))),
+            onnx_mapping=OnnxMapping(inputs=(names[0],), outputs=tuple(node.output_values)))
+
+    return convert
+
+
+def _since_versions(op_type: str) -> list[int]:
+    return sorted({schema.since_version for schema in onnx.defs.get_all_schemas_with_history()
+                   if schema.name == op_type and schema.domain == ""})
+
+
 _NEW_OPS: dict[tuple[str, int], Callable] = {
     ("Gelu", 20): _gelu,
     ("Slice", 1): _slice_1,
     ("GlobalMaxPool", 1): _module_converter(_GlobalMaxPool),
     ("Mish", 18): _module_converter(nn.Mish),
+    **{(op, version): _qdq_converter(module)
+       for op, module in (("QuantizeLinear", _QuantizeLinear),
+                          ("DequantizeLinear", _DequantizeLinear))
+       for version in _since_versions(op)},
 }
 
 

@@ -21,7 +21,14 @@ import torch
 from torch import nn
 
 from dlheatmap.errors import ErrorCode, HOperatorError
-from dlheatmap.graph import GraphInfo, extract_subgraph, tail_nodes
+from dlheatmap.graph import (
+    GraphInfo,
+    extract_subgraph,
+    float32_copy,
+    fold_constant_dequantize,
+    has_float16,
+    tail_nodes,
+)
 from dlheatmap.runtime.devices import Device
 
 _TORCHVISION_CONVERTERS = ("nms", "roialign")
@@ -58,8 +65,13 @@ def onnx2torch_api() -> types.SimpleNamespace:
         shape_inference=safe_shape_inference)
 
 
-def convert(model: onnx.ModelProto, operator: str) -> torch.fx.GraphModule:
+def convert(model: onnx.ModelProto, operator: str) -> nn.Module:
     """Convert ``model`` to a frozen torch module in eval mode.
+
+    A graph with float16 weights is converted from its float32 copy
+    (:func:`dlheatmap.graph.float32_copy`) and wrapped in :class:`Float32Inputs`, so the module
+    computes in float32 whatever onnxruntime hands it. Quantised weights (DequantizeLinear of
+    initializers) become the float initializers they compute.
 
     Raises
     ------
@@ -67,15 +79,34 @@ def convert(model: onnx.ModelProto, operator: str) -> torch.fx.GraphModule:
         7801 naming the ONNX op and node that onnx2torch cannot convert.
     """
     api = onnx2torch_api()
+    widen = has_float16(model)
+    if widen:
+        model = float32_copy(model)
+    model = fold_constant_dequantize(model)
     _check_converters(model, api, operator)
     try:
         module = api.convert(model)
     except Exception as exc:
         raise HOperatorError(ErrorCode.READ_ONNX,
                              _conversion_failure(model, api, exc), operator) from exc
+    if widen:
+        module = Float32Inputs(module)
     module.eval()
     module.requires_grad_(False)
     return module
+
+
+class Float32Inputs(nn.Module):
+    """A converted float16 graph's float32 copy, fed float32: the activations onnxruntime
+    returns from the float16 graph arrive as float16 and are widened (differentiably, so a
+    gradient with respect to them comes back in their own type)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *inputs: torch.Tensor):
+        return self.inner(*(x.float() if x.is_floating_point() else x for x in inputs))
 
 
 def _check_converters(model: onnx.ModelProto, api: types.SimpleNamespace, operator: str) -> None:
@@ -158,6 +189,15 @@ def guiding(guide: Guide) -> Iterator[Guide]:
         _ACTIVE_GUIDE.reset(token)
 
 
+def guide_hook(y: torch.Tensor) -> torch.Tensor:
+    """``y``, the output of a ReLU-like op, registered for guiding inside a :func:`guiding`
+    block (ReLUs folded into a quantisation use it)."""
+    guide = _ACTIVE_GUIDE.get()
+    if guide is not None and y.requires_grad:
+        y.register_hook(guide.hook)
+    return y
+
+
 class GuidableReLU(nn.Module):
     """ReLU (``upper`` None), ReLU6 or Clip(0, upper) that guided backpropagation can steer.
 
@@ -175,10 +215,7 @@ class GuidableReLU(nn.Module):
             y = torch.relu(x)
         else:
             y = torch.nn.functional.hardtanh(x, 0.0, self.upper)
-        guide = _ACTIVE_GUIDE.get()
-        if guide is not None and y.requires_grad:
-            y.register_hook(guide.hook)
-        return y
+        return guide_hook(y)
 
 
 def make_guidable(module: nn.Module) -> int:
