@@ -1,0 +1,78 @@
+"""The Grad-CAM head as ONNX nodes: the map, its bilinear resize, HALCON's scaling and the
+Guided Grad-CAM product.
+
+Each step is the graph twin of a numpy function, with the same formula (spec/decisions.md),
+so that onnxruntime returns finished heatmaps and no activation or gradient leaves it:
+
+- :func:`grad_cam_map` is :class:`dlheatmap.methods.gradcam.GradCAM` (channel weights: the
+  gradient's mean over height and width; the map: the weighted sum of channels, no ReLU);
+- :func:`resize` is :func:`dlheatmap.methods.postprocess.upsample` (bilinear, half-pixel
+  centres, edges clamped: torch's ``align_corners=False``);
+- :func:`scaled` is :func:`dlheatmap.methods.postprocess.scale` (HALCON's 'scaling', chosen at
+  run time by the weights of :func:`scaling_input`);
+- :func:`guided_product` is ``dlheatmap.heatmap.guided_grad_cam``'s product (guided input
+  gradient times the upsampled map with negatives set to 0, no rescaling).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper
+
+from dlheatmap.graph.backward.builder import GradientBuilder
+
+SCALING_WEIGHTS = {"scale_after_relu": (1, 0, 0), "scale_before_relu": (1, -1, 0),
+                   "none": (0, 0, 1)}
+
+
+def scaling_input(scaling: str) -> np.ndarray:
+    """The scaling input for HALCON's ``scaling``: weights (a, b, c) of the divisor
+    max(a * maximum, b * minimum, c) of each resized map. 'scale_after_relu' divides by the
+    maximum (1, 0, 0), 'scale_before_relu' by the maximum absolute value (1, -1, 0), 'none' by
+    1 (0, 0, 1); the ReLU comes first in all three, which is the same as after a division by
+    a positive number."""
+    return np.array(SCALING_WEIGHTS[scaling], np.float32)
+
+
+def grad_cam_map(b: GradientBuilder, activation: str, gradient: str) -> str:
+    """[N, 1, h, w] Grad-CAM maps from an N x C x h x w activation and its gradient."""
+    _, channels, height, width = b.shape(activation)
+    weights = b.reduce("ReduceMean", gradient, [2, 3])
+    # one matrix product per sample: [1, C] x [C, h w]
+    flat = b.add("Reshape", [activation, b.ints([0, channels, height * width])])
+    row = b.add("Reshape", [weights, b.ints([0, 1, channels])])
+    return b.add("Reshape", [b.add("MatMul", [row, flat]), b.ints([0, 1, height, width])])
+
+
+def resize(b: GradientBuilder, maps: str, size: tuple[int, int]) -> str:
+    """N x 1 x h x w maps resized bilinearly to N x 1 x height x width."""
+    options = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
+    if b.opset >= 18:  # the sizes of the last two axes alone
+        return b.add("Resize", [maps, "", "", b.ints(list(size))], axes=[2, 3], **options)
+    sizes = b.add("Concat", [b.add("Slice", [b.add("Shape", [maps]), b.ints([0]), b.ints([2])]),
+                             b.ints(list(size))], axis=0)
+    return b.add("Resize", [maps, "", "", sizes], **options)
+
+
+def scaled(b: GradientBuilder, resized: str, scaling: str) -> str:
+    """Every scaling is a ReLU, then a division by a per-map divisor (see
+    :func:`scaling_input`); a divisor that is not positive means an all-zero map, kept."""
+    top = b.reduce("ReduceMax", resized, [2, 3])
+    bottom = b.reduce("ReduceMin", resized, [2, 3])
+    weights = [f"{scaling}/{i}" for i in range(3)]
+    if not any(node.output[0] == weights[0] for node in b.nodes):
+        parts = {"num_outputs": 3} if b.opset >= 18 else {}  # required from opset 18 on
+        b.nodes.append(helper.make_node("Split", [scaling], weights, axis=0,
+                                        name=b.fresh("Split"), **parts))
+    divisor = b.add("Max", [b.add("Mul", [top, weights[0]]),
+                            b.add("Mul", [bottom, weights[1]]), weights[2]])
+    positive = b.add("Greater", [divisor, b.constant(0.0)])
+    divisor = b.add("Where", [positive, divisor, b.constant(1.0)])
+    return b.add("Div", [b.add("Relu", [resized]), divisor])
+
+
+def guided_product(b: GradientBuilder, guided: str, resized: str, size: tuple[int, int]) -> str:
+    """[N, H, W, C] guided input gradient (HALCON layout) times the [N, 1, H, W] resized map
+    (``size``: H, W) with negatives set to 0."""
+    cam = b.add("Relu", [b.add("Reshape", [resized, b.ints([0, *size, 1])])])
+    return b.add("Mul", [guided, cam])
