@@ -74,13 +74,50 @@ def _conv(b, node, dy, needs):
     dilations = list(attrs.get("dilations", [1] * spatial))
     pads = conv_pads(attrs, size, kernel, strides, dilations)
     group = attrs.get("group", 1)
+    y_size = b.shape(node.output[0])[2:]
     weight = b.initializer(node.input[1]) if b.flip_stride_one else None
-    flipped = [(k - 1) * d - p for k, d, p in zip(kernel * 2, dilations * 2, pads, strict=True)]
-    if weight is not None and set(strides) == {1} and min(flipped) >= 0:
-        return {0: b.add("Conv", [dy, b.constant(_flip(weight, group))], pads=flipped,
-                         dilations=dilations, group=group, kernel_shape=list(kernel))}
-    return {0: transposed_conv(b, dy, node.input[1], size, b.shape(node.output[0])[2:], kernel,
-                               strides, dilations, pads[:spatial], group)}
+    if weight is not None and (set(strides) == {1} or group > 1):
+        # grouped (depthwise) strided convolutions too: onnxruntime's grouped ConvTranspose
+        # is slow, a depthwise Conv over the zero-interleaved gradient is not
+        upsampled = _interleave_zeros(b, dy, y_size, strides)
+        return {0: _flipped_conv(b, upsampled, weight, group, size,
+                                 [y * s for y, s in zip(y_size, strides, strict=True)],
+                                 kernel, dilations, pads[:spatial])}
+    return {0: transposed_conv(b, dy, node.input[1], size, y_size, kernel, strides, dilations,
+                               pads[:spatial], group)}
+
+
+def _interleave_zeros(b, dy: str, y_size, strides) -> str:
+    """dy with s - 1 zeros after every element along each axis of stride s (N x C x h s x w s)."""
+    if set(strides) == {1}:
+        return dy
+    spread = [0, 0]
+    for y in y_size:
+        spread += [y, 1]
+    tails = [0, 0] + [v for s in strides for v in (0, s - 1)]
+    padded = b.add("Pad", [b.add("Reshape", [dy, b.ints(spread)]),
+                           b.ints([0] * len(spread) + tails)])
+    return b.add("Reshape", [padded, b.ints([0, 0, *(y * s for y, s in zip(
+        y_size, strides, strict=True))])])
+
+
+def _flipped_conv(b, u: str, weight: np.ndarray, group: int, size, u_size, kernel, dilations,
+                  begins) -> str:
+    """The stride-1 convolution's adjoint on ``u``: a Conv with flipped weights, padded (or
+    cropped, where a pad would be negative) so that its output has the input's ``size``."""
+    spatial = len(kernel)
+    starts, stops, pads = [], [], [0] * 2 * spatial
+    for axis, (x, n, k, d, begin) in enumerate(zip(size, u_size, kernel, dilations, begins,
+                                                   strict=True)):
+        front = (k - 1) * d - begin
+        back = x - n - front + (k - 1) * d
+        starts.append(max(-front, 0))
+        stops.append(n - max(-back, 0))
+        pads[axis], pads[spatial + axis] = max(front, 0), max(back, 0)
+    if starts != [0] * spatial or stops != list(u_size):
+        u = b.add("Slice", [u, b.ints(starts), b.ints(stops), b.ints(list(range(2, 2 + spatial)))])
+    return b.add("Conv", [u, b.constant(_flip(weight, group))], pads=pads,
+                 dilations=list(dilations), group=group, kernel_shape=list(kernel))
 
 
 def _flip(weight: np.ndarray, group: int) -> np.ndarray:
