@@ -30,9 +30,12 @@ from dlheatmap.graph.backward import (
     LAYER_GRADIENTS_OUTPUT,
     TARGETS_INPUT,
     TARGETS_OUTPUT,
+    Coverage,
     GradientRequest,
     build_gradient_model,
+    onnxruntime_coverage,
 )
+from dlheatmap.graph.backward.model import COVERED_METHODS
 from dlheatmap.methods import GradCAM, scale, upsample
 from tests import zoo
 
@@ -145,3 +148,24 @@ def test_guided_backprop_matches_captum_on_the_original_resnet18():
     np.testing.assert_allclose(ours[INPUT_GRADIENTS_OUTPUT][0], theirs, atol=1e-4 * peak, rtol=0)
     plain = _run(model, GradientRequest(input_gradient="plain"), images, targets)
     assert np.abs(plain[INPUT_GRADIENTS_OUTPUT][0] - theirs).max() > 1e-2 * peak
+
+
+def test_coverage_says_which_methods_have_a_gradient_model():
+    """onnxruntime_coverage: every method on ResNet-18; on the Shrink CNN of the zoo (Shrink
+    has no rule) Grad-CAM at its default layer (after the Shrink) only, and the reason names
+    the op and the node."""
+    _, resnet, _ = _setup("resnet18-legacy")
+    found = onnxruntime_coverage(resnet.info, resnet.tensor_shapes(),
+                                 resnet.default_target_layer().output, (32, 32))
+    assert found == {method: Coverage(True) for method in COVERED_METHODS}
+    case = BY_ID["shrink-cnn"]
+    model = zoo._open(case, case.build())
+    width, height, _ = dl.get_dl_model_param(model, "image_dimensions")
+    found = onnxruntime_coverage(model.info, model.tensor_shapes(),
+                                 model.default_target_layer().output, (height, width))
+    assert found["grad_cam"] == Coverage(True)
+    for method in ("guided_grad_cam", "saliency"):
+        assert not found[method].supported
+        assert "Shrink" in found[method].reason and "odd_activation" in found[method].reason
+    assert onnxruntime_coverage(model.info, model.tensor_shapes(), None, (height, width))[
+        "grad_cam"] == Coverage(False, "no target layer")
