@@ -169,3 +169,20 @@ def test_coverage_says_which_methods_have_a_gradient_model():
         assert "Shrink" in found[method].reason and "odd_activation" in found[method].reason
     assert onnxruntime_coverage(model.info, model.tensor_shapes(), None, (height, width))[
         "grad_cam"] == Coverage(False, "no target layer")
+
+
+def test_plain_and_guided_chains_share_their_common_nodes():
+    """Guided Grad-CAM's plain chain to the layer and guided chain to the image are written
+    once up to the first ReLU: ResNet-18's classifier row (the Gather of the chosen classes'
+    weights) appears once, not once per chain; a second target has its own."""
+    _, model, _ = _setup("resnet18-legacy")
+    layer = model.default_target_layer().output
+    gemm = next(node for node in model.info.model.graph.node if node.op_type == "Gemm")
+
+    def rows(request: GradientRequest) -> int:
+        graph = build_gradient_model(model.info, request, model.tensor_shapes(), (32, 32))
+        return sum(node.op_type == "Gather" and node.input[0] == gemm.input[1]
+                   for node in graph.graph.node)
+
+    assert rows(GradientRequest(layer, head="guided_grad_cam")) == 1
+    assert rows(GradientRequest(layer, head="guided_grad_cam", targets=2)) == 2

@@ -56,7 +56,7 @@ class GradientBuilder:
     # forward nodes that must gain outputs (node name -> {output position: tensor name})
     extra_outputs: dict[str, dict[int, str]] = field(default_factory=dict)
     _count: int = 0
-    _written: dict[tuple, str] = field(default_factory=dict)
+    _written: dict[tuple, str | list[str]] = field(default_factory=dict)
     _constants: dict[tuple, str] = field(default_factory=dict)
     _spread: dict[str, str] = field(default_factory=dict)
 
@@ -85,19 +85,15 @@ class GradientBuilder:
         return output
 
     def add_multi(self, op_type: str, inputs: list[str], count: int, **attrs) -> list[str]:
-        """Append a node with ``count`` outputs; returns their names."""
-        outputs = [self.fresh(op_type.lower()) for _ in range(count)]
-        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=self.fresh(op_type),
-                                           **attrs))
-        return outputs
-
-    def rename(self, tensor: str, name: str) -> None:
-        """Give a tensor written by these nodes another name (an output's, say)."""
-        for node in self.nodes:
-            for names in (node.input, node.output):
-                for i, old in enumerate(names):
-                    if old == tensor:
-                        names[i] = name
+        """Append a node with ``count`` outputs (unless an identical one exists); returns
+        their names."""
+        key = (op_type, tuple(inputs), count, repr(sorted(attrs.items())))
+        if key not in self._written:
+            outputs = [self.fresh(op_type.lower()) for _ in range(count)]
+            self.nodes.append(helper.make_node(op_type, inputs, outputs,
+                                               name=self.fresh(op_type), **attrs))
+            self._written[key] = outputs
+        return self._written[key]
 
     def constant(self, value, dtype=None) -> str:
         """An initializer holding ``value`` (the graph's float type unless ``dtype``); equal

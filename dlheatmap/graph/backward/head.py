@@ -17,7 +17,6 @@ so that onnxruntime returns finished heatmaps and no activation or gradient leav
 from __future__ import annotations
 
 import numpy as np
-from onnx import helper
 
 from dlheatmap.graph.backward.builder import GradientBuilder
 
@@ -59,11 +58,8 @@ def scaled(b: GradientBuilder, resized: str, scaling: str) -> str:
     :func:`scaling_input`); a divisor that is not positive means an all-zero map, kept."""
     top = b.reduce("ReduceMax", resized, [2, 3])
     bottom = b.reduce("ReduceMin", resized, [2, 3])
-    weights = [f"{scaling}/{i}" for i in range(3)]
-    if not any(node.output[0] == weights[0] for node in b.nodes):
-        parts = {"num_outputs": 3} if b.opset >= 18 else {}  # required from opset 18 on
-        b.nodes.append(helper.make_node("Split", [scaling], weights, axis=0,
-                                        name=b.fresh("Split"), **parts))
+    parts = {"num_outputs": 3} if b.opset >= 18 else {}  # required from opset 18 on
+    weights = b.add_multi("Split", [scaling], 3, axis=0, **parts)
     divisor = b.add("Max", [b.add("Mul", [top, weights[0]]),
                             b.add("Mul", [bottom, weights[1]]), weights[2]])
     positive = b.add("Greater", [divisor, b.constant(0.0)])
