@@ -147,13 +147,13 @@ def build_gradient_model(info: GraphInfo, request: GradientRequest, shapes: dict
     info, shapes = _at_gradient_opset(info, shapes)
     b = _builder(info, request, shapes)
     b.flip_stride_one = flip_stride_one
-    outputs = {TARGETS_OUTPUT: _chosen(b), PROBABILITIES_OUTPUT: None}
+    chosen = _chosen(b)
     probabilities = b.add("Softmax", [_flat(b, info.score_tensor)], axis=1)
-    outputs[PROBABILITIES_OUTPUT] = probabilities
+    outputs = {TARGETS_OUTPUT: chosen, PROBABILITIES_OUTPUT: probabilities}
     per_target: dict[str, list[str]] = {}
-    for target in range(request.targets):
-        chosen = b.add("Gather", [outputs[TARGETS_OUTPUT], b.ints(target)], axis=1)
-        seed = _seed(b, chosen, request.score, probabilities)
+    for target in range(request.targets):  # one seed and one chain per target
+        column = b.add("Gather", [chosen, b.ints(target)], axis=1)
+        seed = _seed(b, column, request.score, probabilities)
         for name, tensor in _one_target(b, request, seed, image_size).items():
             per_target.setdefault(name, []).append(tensor)
     for name, tensors in per_target.items():
