@@ -1,4 +1,4 @@
-"""Grad-CAM's backward pass inside onnxruntime (dlheatmap.graph.backward) against torch.
+"""Grad-CAM's tail backward inside onnxruntime (dlheatmap.graph.backward) against torch.
 
 Every gradient rule is exercised by a small hand-built graph whose tail (the nodes after the
 target convolution) holds the op under test. The reference is torch autograd over the same
@@ -13,76 +13,21 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 import dlheatmap as dl
 from dlheatmap.engine import Targets
-from dlheatmap.graph.backward import RULES, gradient_model
+from dlheatmap.graph.backward import GradientRequest, gradient_model
 from dlheatmap.methods import HALCON_SCALINGS, SCALINGS, GradCAM, normalize, upsample
 from tests.engines import gather_layer, gather_map
+from tests.graphs import CHANNELS, CLASSES, SIZE, Graph
 
-CHANNELS, SIZE, CLASSES = 4, 8, 5
+
+def grad_cam_request(layer: str) -> GradientRequest:
+    return GradientRequest(layer, head="grad_cam")
+
+
 RNG = np.random.default_rng(7)  # images
-
-
-class Graph:
-    """Builds image -> Conv -> Relu -> Conv ('target') -> tail -> head -> scores."""
-
-    def __init__(self, opset: int = 17, seed: int = 0):
-        self.opset = opset
-        self.rng = np.random.default_rng(seed)  # weights: the same seed gives the same ones
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self._count = 0
-
-    def const(self, value, dtype=np.float32) -> str:
-        self._count += 1
-        name = f"c{self._count}"
-        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype), name))
-        return name
-
-    def weight(self, *shape: int, scale: float = 0.5) -> str:
-        return self.const(self.rng.normal(0, scale, shape))
-
-    def node(self, op: str, inputs: list[str], **attrs) -> str:
-        self._count += 1
-        out = f"t{self._count}"
-        self.nodes.append(helper.make_node(op, inputs, [out], name=f"{op}_{self._count}",
-                                           **attrs))
-        return out
-
-    def body(self) -> tuple[str, str]:
-        """The layers before the tail: returns (skip tensor, target activation)."""
-        first = self.node("Conv", ["image", self.weight(CHANNELS, 3, 3, 3)], pads=[1] * 4)
-        skip = self.node("Relu", [first])
-        self.nodes.append(helper.make_node(
-            "Conv", [skip, self.weight(CHANNELS, CHANNELS, 3, 3), self.weight(CHANNELS)],
-            ["act"], name="target", pads=[1] * 4))
-        return skip, "act"
-
-    def pooled_head(self, features: str, channels: int) -> str:
-        pooled = self.node("Flatten", [self.node("GlobalAveragePool", [features])])
-        return self.node("Gemm", [pooled, self.weight(CLASSES, channels),
-                                  self.weight(CLASSES)], transB=1)
-
-    def _score_shape(self) -> list:
-        last = self.nodes[-1].op_type
-        return ["N", CLASSES, 1, 1] if last == "Conv" else ["N", CLASSES]
-
-    def model(self, scores: str) -> onnx.ModelProto:
-        for node in self.nodes:
-            for names in (node.input, node.output):
-                for i, name in enumerate(names):
-                    if name == scores:
-                        names[i] = "scores"
-        graph = helper.make_graph(
-            self.nodes, "tail-test",
-            [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
-            [helper.make_tensor_value_info("scores", TensorProto.FLOAT, self._score_shape())],
-            self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
-        model.ir_version = 8
-        return model
 
 
 def pooled(tail: Callable[[Graph, str, str], tuple[str, int]]):
@@ -316,19 +261,20 @@ def test_top_class_is_the_most_probable(tmp_path):
     assert ours.targets[:, 0].tolist() == [r["classification_class_ids"][0] for r in expected]
 
 
-def test_every_rule_is_exercised():
-    """A rule without a case here would be unchecked."""
+def built_op_types() -> set[str]:
+    """The op types the cases here put in their tails (tests/test_gradient_rules.py checks
+    that every registered rule is exercised here or there)."""
     built = set()
     for build, opset in CASES.values():
         g = Graph(opset)
         build(g)
         built.update(node.op_type for node in g.nodes)
-    assert set(RULES) - built == set()
+    return built
 
 
 def _unsupported_tail(g: Graph) -> str:
     _, act = g.body()
-    pooled_ = g.node("MaxPool", [g.node("Relu", [act])], kernel_shape=[2, 2], strides=[2, 2])
+    pooled_ = g.node("LRN", [g.node("Relu", [act])], size=3)  # no gradient rule
     return g.pooled_head(pooled_, CHANNELS)
 
 
@@ -339,7 +285,8 @@ def test_tail_without_a_rule_is_differentiated_in_torch(tmp_path):
     finally:
         del CASES["maxpool"]
     layer = model.info.by_name["target"].output
-    assert gradient_model(model.info, layer, model.tensor_shapes(), (SIZE, SIZE)) is None
+    assert gradient_model(model.info, grad_cam_request(layer), model.tensor_shapes(),
+                          (SIZE, SIZE)) is None
     images = RNG.standard_normal((2, SIZE, SIZE, 3)).astype(np.float32)
     with pytest.raises(ValueError, match="onnxruntime"):
         gather_layer(model, images, Targets(), layer, model.params, engine="onnxruntime")
@@ -350,32 +297,48 @@ def test_tail_without_a_rule_is_differentiated_in_torch(tmp_path):
 
 def _divided_by_itself(g: Graph) -> str:
     _, act = g.body()
-    denominator = g.node("Add", [g.node("Sigmoid", [act]), g.const(1.0)])
-    return g.pooled_head(g.node("Div", [g.node("Relu", [act]), denominator]), CHANNELS)
+    base = g.node("Add", [g.node("Sigmoid", [act]), g.const(1.0)])
+    return g.pooled_head(g.node("Pow", [base, g.node("Relu", [act])]), CHANNELS)
 
 
 def test_gradient_through_an_input_a_rule_cannot_take_uses_torch(tmp_path):
-    """Div's rule differentiates the numerator only: a denominator that depends on the layer
-    must send the whole tail to torch, not be silently treated as a constant."""
+    """Pow's rule differentiates the base only: an exponent that depends on the layer must
+    send the whole tail to torch, not be silently treated as a constant."""
     model = build_model("relu", tmp_path, build=_divided_by_itself)
     layer = model.info.by_name["target"].output
-    assert gradient_model(model.info, layer, model.tensor_shapes(), (SIZE, SIZE)) is None
+    assert gradient_model(model.info, grad_cam_request(layer), model.tensor_shapes(),
+                          (SIZE, SIZE)) is None
     images = RNG.standard_normal((2, SIZE, SIZE, 3)).astype(np.float32)
     auto = gather_layer(model, images, Targets(), layer, model.params)
     torch_ = gather_layer(model, images, Targets(), layer, model.params, engine="torch")
     np.testing.assert_array_equal(auto.gradients, torch_.gradients)
 
 
-def test_old_opsets_are_differentiated_in_torch(tmp_path):
+def test_old_opsets_are_converted_and_differentiated_in_onnxruntime(tmp_path):
+    """An opset 10 file is converted to the gradient opset; its gradients match torch's."""
     model = build_model("relu", tmp_path, opset=10)
     layer = model.info.by_name["target"].output
-    assert gradient_model(model.info, layer, model.tensor_shapes(), (SIZE, SIZE)) is None
+    assert gradient_model(model.info, grad_cam_request(layer), model.tensor_shapes(),
+                          (SIZE, SIZE)) is not None
+    images = RNG.standard_normal((2, SIZE, SIZE, 3)).astype(np.float32)
+    ours = gradients(model, images, Targets(), "onnxruntime")
+    torch_ = gradients(model, images, Targets(), "torch")
+    np.testing.assert_allclose(ours.gradients, torch_.gradients, rtol=1e-4,
+                               atol=1e-5 * np.abs(torch_.gradients).max())
 
 
-def test_several_classes_per_sample_use_torch(tmp_path):
+def test_several_classes_per_sample_run_on_onnxruntime(tmp_path):
+    """Several classes per sample, and the probability as the score, are one onnxruntime run
+    (a backward chain per class) and equal the torch engine's gradients."""
     model = build_model("relu", tmp_path)
     images = RNG.standard_normal((2, SIZE, SIZE, 3)).astype(np.float32)
     layer = model.info.by_name["target"].output
-    with pytest.raises(ValueError, match="onnxruntime"):
-        gather_layer(model, images, Targets(np.array([[0, 1], [2, 3]])), layer,
-                        model.params, engine="onnxruntime")
+    targets = Targets(np.array([[0, 1], [2, 3]]))
+    for score in ("logit", "probability"):
+        ours = gather_layer(model, images, targets, layer, model.params, score=score,
+                            engine="onnxruntime")
+        theirs = gather_layer(model, images, targets, layer, model.params, score=score,
+                              engine="torch")
+        np.testing.assert_array_equal(ours.targets, [[0, 1], [2, 3]])
+        peak = np.abs(theirs.gradients).max()
+        np.testing.assert_allclose(ours.gradients, theirs.gradients, atol=1e-5 * peak, rtol=0)

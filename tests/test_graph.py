@@ -18,6 +18,7 @@ import dlheatmap as dl
 from dlheatmap.errors import HOperatorError
 from dlheatmap.graph import analyse, load_model, normalise, tail_nodes
 from tests import models, zoo
+from tests.engines import gather_layer
 
 OPSET = 17
 
@@ -469,7 +470,8 @@ def test_unconvertible_op_fails_only_where_gradients_need_it():
 
 
 def test_converter_refusing_an_attribute_names_the_node(tmp_path):
-    """AveragePool-19 with dilations: onnxruntime runs it, the conversion refuses it."""
+    """AveragePool-19 with dilations: onnxruntime runs it (its gradient too, in the graph),
+    the conversion to torch refuses it, naming the node."""
     nodes = [
         helper.make_node("Conv", ["image", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
         helper.make_node("AveragePool", ["c1"], ["a"], name="dilated_pool", kernel_shape=[2, 2],
@@ -482,8 +484,11 @@ def test_converter_refusing_an_attribute_names_the_node(tmp_path):
     model = dl.read_dl_model(path)
     imgs = images(1, 8, 8)
     assert_apply_matches(model, imgs, probabilities_from_file(path, imgs, "NCHW", "logits"))
+    assert np.isfinite(grad_cam_maps(model, imgs)).all()  # the onnxruntime engine
+    layer = model.info.by_name["conv1"].output
     with pytest.raises(HOperatorError) as error:
-        grad_cam_maps(model, imgs)
+        gather_layer(model, imgs, dl.engine.Targets(), layer, model.params,
+                                     engine="torch")
     assert error.value.error_code == 7801
     message = str(error.value)
     assert "'AveragePool'" in message and "'dilated_pool'" in message and "dilations" in message

@@ -111,7 +111,8 @@ def test_onnxruntime_gradient_path_declines_converted_graphs(evidence):
     for precision in ("float16", "int8"):
         handle = converted[precision][0]
         layer = handle.default_target_layer()
-        assert backward.gradient_model(handle.info, layer.output, handle.tensor_shapes(),
+        request = backward.GradientRequest(layer.output, head="grad_cam")
+        assert backward.gradient_model(handle.info, request, handle.tensor_shapes(),
                                        (models.EVIDENCE_SIZE, models.EVIDENCE_SIZE)) is None
 
 

@@ -541,7 +541,7 @@ def coverage_table(outcomes: list[tuple[ZooCase, Outcome | None, str]]) -> str:
         "checks that it raises exactly that, naming the op and node.",
         "",
         "Grad-CAM engine: `onnxruntime` where every op after the default layer has a gradient",
-        "rule (dlheatmap/graph/backward.py; the gradients are compared with the whole graph's",
+        "rule (dlheatmap/graph/backward/; the gradients are compared with the whole graph's",
         "in torch), else `torch` (the tail converted with onnx2torch).",
         "",
         "| Model | Exporter | Opset | Input (W x H x C) | Default target layer | Result | "

@@ -126,34 +126,31 @@ def engine_for(
     alone, where nothing is differentiated, are onnxruntime's)."""
     if not needs.differentiates:
         return onnxruntime_engine.NAME
-    _, reason = _onnxruntime_session(model, needs, targets, layer_tensor,
-                                     params or model.params, score)
+    _, _, reason = _onnxruntime_session(model, needs, targets, layer_tensor,
+                                        params or model.params, score)
     return onnxruntime_engine.NAME if reason is None else torch_engine.NAME
 
 
 def _onnxruntime_session(model, needs, targets, layer_tensor, params, score):
-    """(session, None) where the onnxruntime engine serves the request, else (None, why)."""
-    reason = onnxruntime_engine.why_not(needs, targets, score)
-    if reason is not None:
-        return None, reason
-    session = onnxruntime_engine.session(model, layer_tensor, params)
-    if session is None:
-        return None, "an op after the layer has no gradient rule"
-    return session, None
+    """(session, request, None) where the onnxruntime engine serves the request, else
+    (None, request, why not)."""
+    request = onnxruntime_engine.request_for(needs, targets, layer_tensor, score)
+    session, reason = onnxruntime_engine.session(model, request, params)
+    return session, request, reason
 
 
 def _gradient_runner(model, needs, targets, layer_tensor, params, score, engine, heatmap_mode):
     """The per-batch function of the engine that serves this request."""
     session = reason = None
     if engine != torch_engine.NAME:
-        session, reason = _onnxruntime_session(model, needs, targets, layer_tensor, params,
-                                               score)
+        session, request, reason = _onnxruntime_session(model, needs, targets, layer_tensor,
+                                                        params, score)
     if engine == onnxruntime_engine.NAME and session is None:
         raise ValueError(f"the onnxruntime engine cannot serve this request: {reason}")
     if session is not None:
         mode = heatmap_mode if heatmap_mode in onnxruntime_engine.HEAD_NORMALIZATIONS else None
         return lambda batch, start: onnxruntime_engine.run_batch(
-            model, session, batch, start, targets, layer_tensor, needs, mode)
+            model, session, request, batch, start, targets, mode)
     device = model.device_for(params)  # torch returns the activation and its gradients
     return lambda batch, start: torch_engine.run_batch(
         model, batch, start, targets, layer_tensor, needs, score, device)

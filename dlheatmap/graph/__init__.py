@@ -2,7 +2,9 @@
 
 ``load_model`` reads and normalises an ONNX file; ``GraphInfo`` describes what dlheatmap needs
 to know about the graph (input layout, classification output, layers and their shapes);
-``extract_subgraph`` cuts the part of a graph that lies between two sets of tensors.
+``extract_subgraph`` cuts the part of a graph that lies between two sets of tensors;
+``is_relu_clip`` says whether a Clip is a ReLU (for the analysis, the gradient rules and the
+torch engine alike); ``backward`` writes backward passes as ONNX nodes.
 """
 
 from dlheatmap.graph.analysis import (
@@ -13,6 +15,7 @@ from dlheatmap.graph.analysis import (
     infer_shapes,
     undefined_ops,
 )
+from dlheatmap.graph.layers import clip_bounds, is_relu_clip
 from dlheatmap.graph.loading import load_model, load_proto, normalise
 from dlheatmap.graph.precision import (
     QDQ_OPS,
@@ -29,12 +32,14 @@ __all__ = [
     "ImageInput",
     "LayerInfo",
     "analyse",
+    "clip_bounds",
     "extract_subgraph",
     "float32_copy",
     "fold_constant_dequantize",
     "graph_precision",
     "has_float16",
     "infer_shapes",
+    "is_relu_clip",
     "load_model",
     "load_proto",
     "normalise",

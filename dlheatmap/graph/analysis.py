@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from dlheatmap.graph.layers import layer_kind
+from dlheatmap.graph.layers import clip_bounds, is_relu_clip, layer_kind
 
 # Ops that only rearrange a tensor; looking through them from the output finds a final Softmax.
 _SHAPE_ONLY_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
@@ -153,8 +153,20 @@ class GraphInfo:
     def _is_relu_clip(self, layer: LayerInfo) -> bool:
         if layer.op_type != "Clip":
             return False
-        lower = _clip_min(self.model.graph, layer)
-        return lower is not None and lower == 0.0
+        try:
+            low, _ = clip_bounds(self.model.graph.node[layer.index], self.constant)
+        except ValueError:
+            return False
+        return is_relu_clip(low)
+
+    def constant(self, tensor: str) -> np.ndarray | None:
+        """The value of initializer ``tensor``, or None if it is not one."""
+        proto = self._initializers.get(tensor)
+        return None if proto is None else onnx.numpy_helper.to_array(proto)
+
+    @cached_property
+    def _initializers(self) -> dict[str, onnx.TensorProto]:
+        return {init.name: init for init in self.model.graph.initializer}
 
 
 def analyse(model: onnx.ModelProto) -> GraphInfo:
@@ -348,19 +360,6 @@ def _score(layers: list[LayerInfo], output_name: str | None) -> tuple[str, str |
             break
         tensor = layer.inputs[0]
     return "logits", output_name
-
-
-def _clip_min(graph: onnx.GraphProto, layer: LayerInfo) -> float | None:
-    """The lower bound of a Clip node (attribute before opset 11, input after)."""
-    node = graph.node[layer.index]
-    for attr in node.attribute:
-        if attr.name == "min":
-            return float(attr.f)
-    if len(node.input) > 1 and node.input[1]:
-        for init in graph.initializer:
-            if init.name == node.input[1]:
-                return float(onnx.numpy_helper.to_array(init))
-    return None
 
 
 def undefined_ops(model: onnx.ModelProto) -> str:
