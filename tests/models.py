@@ -270,24 +270,19 @@ def linear_onnx(weights: np.ndarray, path: Path) -> Path:
     [H * W, classes], written to ``path`` (a model whose evidence is known exactly)."""
     import math
 
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
+
+    from tests import graphs
 
     pixels, classes = weights.shape
     side = math.isqrt(pixels)
-    graph = helper.make_graph(
+    model = graphs.model(
         [helper.make_node("Flatten", ["image"], ["flat"], name="flatten"),
          helper.make_node("MatMul", ["flat", "weights"], ["scores"], name="dense")],
-        "linear",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, side, side])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", classes])],
-        [numpy_helper.from_array(weights.astype(np.float32), "weights")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+        [graphs.tensor("image", ["batch", 1, side, side])],
+        [graphs.tensor("scores", ["batch", classes])],
+        graphs.initializers({"weights": weights}), name="linear")
+    return graphs.save(model, path, check=True)
 
 
 # --- variants for the model zoo and the graph-normalisation tests -------------------------
@@ -495,8 +490,9 @@ def identity_cam_cnn(size: int = 16, channels: int = 1) -> Path:
     key = f"identity-cam-{size}-{channels}"
 
     def build(path: Path) -> None:
-        import onnx
-        from onnx import TensorProto, helper, numpy_helper
+        from onnx import helper
+
+        from tests import graphs
 
         weight = np.ones((1, channels, 1, 1), np.float32)
         gemm = np.array([[1.0], [-1.0]], np.float32)
@@ -508,19 +504,12 @@ def identity_cam_cnn(size: int = 16, channels: int = 1) -> Path:
             helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["scores"], name="fc",
                              transB=1),
         ]
-        graph = helper.make_graph(
-            nodes, "identity_cam",
-            [helper.make_tensor_value_info("image", TensorProto.FLOAT,
-                                           ["batch", channels, size, size])],
-            [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 2])],
-            [numpy_helper.from_array(weight, "conv_w"),
-             numpy_helper.from_array(np.zeros(1, np.float32), "conv_b"),
-             numpy_helper.from_array(gemm, "fc_w"),
-             numpy_helper.from_array(np.zeros(2, np.float32), "fc_b")])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        model.ir_version = 8
-        onnx.checker.check_model(model)
-        onnx.save(model, str(path))
+        inits = graphs.initializers({"conv_w": weight, "conv_b": np.zeros(1), "fc_w": gemm,
+                                     "fc_b": np.zeros(2)})
+        model = graphs.model(nodes, [graphs.tensor("image", ["batch", channels, size, size])],
+                             [graphs.tensor("scores", ["batch", 2])], inits,
+                             name="identity_cam")
+        graphs.save(model, path, check=True)
 
     return _cached(key, build)
 
@@ -530,13 +519,14 @@ def shrink_cnn() -> Path:
     convolutions ``conv1`` and ``conv2``: onnxruntime runs it, onnx2torch has no converter for
     it. Input 3 x 8 x 8, 3 classes."""
     def build(path: Path) -> None:
-        import onnx
-        from onnx import TensorProto, helper, numpy_helper
+        from onnx import helper
+
+        from tests import graphs
 
         rng = np.random.default_rng(21)
-
-        def init(name, *shape):
-            return numpy_helper.from_array(rng.normal(0, 0.4, shape).astype(np.float32), name)
+        shapes = {"w1": (4, 3, 3, 3), "w2": (4, 4, 3, 3), "fc_w": (3, 4), "fc_b": (3,)}
+        inits = graphs.initializers({name: rng.normal(0, 0.4, shape)
+                                     for name, shape in shapes.items()})
 
         nodes = [
             helper.make_node("Conv", ["image", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
@@ -547,14 +537,8 @@ def shrink_cnn() -> Path:
             helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
             helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["scores"], name="fc", transB=1),
         ]
-        inits = [init("w1", 4, 3, 3, 3), init("w2", 4, 4, 3, 3), init("fc_w", 3, 4),
-                 init("fc_b", 3)]
-        graph = helper.make_graph(
-            nodes, "shrink_cnn",
-            [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 8, 8])],
-            [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 3])], inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        model.ir_version = 8
-        onnx.save(model, path)
+        model = graphs.model(nodes, [graphs.tensor("image", ["N", 3, 8, 8])],
+                             [graphs.tensor("scores", ["N", 3])], inits, name="shrink_cnn")
+        graphs.save(model, path)
 
     return _cached("shrink-cnn-v1", build)

@@ -13,76 +13,17 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 import dlheatmap as dl
 from dlheatmap.gradients import Targets, graph_grad_cam, layer_gradients
 from dlheatmap.graph.backward import RULES, gradient_model
 from dlheatmap.methods import GradCAM, scale, upsample
 from dlheatmap.methods.postprocess import SCALINGS
+from tests.graphs import Graph
 
-CHANNELS, SIZE, CLASSES = 4, 8, 5
+CHANNELS, SIZE, CLASSES = Graph.CHANNELS, Graph.SIZE, Graph.CLASSES
 RNG = np.random.default_rng(7)  # images
-
-
-class Graph:
-    """Builds image -> Conv -> Relu -> Conv ('target') -> tail -> head -> scores."""
-
-    def __init__(self, opset: int = 17, seed: int = 0):
-        self.opset = opset
-        self.rng = np.random.default_rng(seed)  # weights: the same seed gives the same ones
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self._count = 0
-
-    def const(self, value, dtype=np.float32) -> str:
-        self._count += 1
-        name = f"c{self._count}"
-        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype), name))
-        return name
-
-    def weight(self, *shape: int, scale: float = 0.5) -> str:
-        return self.const(self.rng.normal(0, scale, shape))
-
-    def node(self, op: str, inputs: list[str], **attrs) -> str:
-        self._count += 1
-        out = f"t{self._count}"
-        self.nodes.append(helper.make_node(op, inputs, [out], name=f"{op}_{self._count}",
-                                           **attrs))
-        return out
-
-    def body(self) -> tuple[str, str]:
-        """The layers before the tail: returns (skip tensor, target activation)."""
-        first = self.node("Conv", ["image", self.weight(CHANNELS, 3, 3, 3)], pads=[1] * 4)
-        skip = self.node("Relu", [first])
-        self.nodes.append(helper.make_node(
-            "Conv", [skip, self.weight(CHANNELS, CHANNELS, 3, 3), self.weight(CHANNELS)],
-            ["act"], name="target", pads=[1] * 4))
-        return skip, "act"
-
-    def pooled_head(self, features: str, channels: int) -> str:
-        pooled = self.node("Flatten", [self.node("GlobalAveragePool", [features])])
-        return self.node("Gemm", [pooled, self.weight(CLASSES, channels),
-                                  self.weight(CLASSES)], transB=1)
-
-    def _score_shape(self) -> list:
-        last = self.nodes[-1].op_type
-        return ["N", CLASSES, 1, 1] if last == "Conv" else ["N", CLASSES]
-
-    def model(self, scores: str) -> onnx.ModelProto:
-        for node in self.nodes:
-            for names in (node.input, node.output):
-                for i, name in enumerate(names):
-                    if name == scores:
-                        names[i] = "scores"
-        graph = helper.make_graph(
-            self.nodes, "tail-test",
-            [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
-            [helper.make_tensor_value_info("scores", TensorProto.FLOAT, self._score_shape())],
-            self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
-        model.ir_version = 8
-        return model
 
 
 def pooled(tail: Callable[[Graph, str, str], tuple[str, int]]):
