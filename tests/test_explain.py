@@ -20,8 +20,9 @@ LAYER_METHODS = sorted(name for name, cls in METHODS.items() if cls.uses_layer)
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
-    return dl.read_dl_model(models.tiny_cnn())
+def tiny_model(tiny_path):
+    """One handle for the tests that never change it."""
+    return dl.read_dl_model(tiny_path)
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +71,8 @@ def test_several_targets_equal_separate_calls(tiny_model, images, name):
     np.testing.assert_allclose(single.heatmaps[0, 0], first.heatmaps[1, 0], atol=1e-6)
 
 
-def test_default_target_is_the_top_class(tiny_model, images):
-    session = ort.InferenceSession(str(models.tiny_cnn()), providers=["CPUExecutionProvider"])
+def test_default_target_is_the_top_class(tiny_model, tiny_path, images):
+    session = ort.InferenceSession(str(tiny_path), providers=["CPUExecutionProvider"])
     logits = session.run(None, {"image": images.transpose(0, 3, 1, 2).copy()})[0]
     probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     for name in ("grad_cam", "eigen_cam", "guided_backprop"):
@@ -80,8 +81,8 @@ def test_default_target_is_the_top_class(tiny_model, images):
         np.testing.assert_allclose(result.probabilities, probabilities, atol=1e-5)
 
 
-def test_targets_are_class_ids(images):
-    model = dl.read_dl_model(models.tiny_cnn())
+def test_targets_are_class_ids(tiny, images):
+    model = tiny
     plain = explain(model, images, "grad_cam", targets=[3, 1, 0])
     dl.set_dl_model_param(model, "class_ids", [10, 20, 30, 40])
     by_id = explain(model, images, "grad_cam", targets=[40, 20, 10])
@@ -103,11 +104,11 @@ def test_matches_the_halcon_operator(tiny_model, images):
 
 
 @pytest.mark.parametrize("name", ["grad_cam", "guided_grad_cam", "score_cam", "eigen_cam"])
-def test_batches_and_fixed_batch_graphs_give_the_same_maps(images, name):
+def test_batches_and_fixed_batch_graphs_give_the_same_maps(tiny, images, name):
     """Per-image targets survive batching (batch_size 2 over 3 images) and a graph with a
     fixed batch of 2 (the last batch padded)."""
     targets = [[1, 3], [0, 0], [2, 1]]
-    whole = dl.read_dl_model(models.tiny_cnn())
+    whole = tiny
     dl.set_dl_model_param(whole, "batch_size", 3)
     reference = explain(whole, images, name, targets=targets)
     dl.set_dl_model_param(whole, "batch_size", 2)
@@ -122,8 +123,8 @@ def test_batches_and_fixed_batch_graphs_give_the_same_maps(images, name):
         np.testing.assert_allclose(other.heatmaps, reference.heatmaps, atol=1e-5)
 
 
-def test_a_path_works_like_a_handle(tiny_model, images):
-    by_path = explain(str(models.tiny_cnn()), images, "layer_cam")
+def test_a_path_works_like_a_handle(tiny_model, tiny_path, images):
+    by_path = explain(str(tiny_path), images, "layer_cam")
     by_handle = explain(tiny_model, images, "layer_cam")
     np.testing.assert_allclose(by_path.heatmaps, by_handle.heatmaps, atol=1e-6)
 
@@ -180,8 +181,8 @@ def test_bad_arguments_raise_halcon_codes(tiny_model, images, description, chang
     assert error.value.error_code == code, error.value
 
 
-def test_cleared_handle(images):
-    model = dl.read_dl_model(models.tiny_cnn())
+def test_cleared_handle(tiny, images):
+    model = tiny
     dl.clear_dl_model(model)
     with pytest.raises(dl.HOperatorError) as error:
         explain(model, images, "grad_cam")
