@@ -33,6 +33,15 @@ def _cached(key: str, build: Callable[[Path], None]) -> Path:
     return path
 
 
+def _export_names(opset: int | None) -> dict:
+    """The exporter arguments every test model shares: tensor names 'image' and 'scores', and
+    the opset when one is asked for (else the exporter's default)."""
+    kwargs: dict = {"input_names": ["image"], "output_names": ["scores"]}
+    if opset is not None:
+        kwargs["opset_version"] = opset
+    return kwargs
+
+
 def export(module, path: Path, size: tuple[int, int], channels: int = 3,
            dynamic_batch: bool = True, opset: int | None = None, dynamo: bool = False,
            nhwc: bool = False) -> None:
@@ -44,9 +53,7 @@ def export(module, path: Path, size: tuple[int, int], channels: int = 3,
         module = _NHWC(module)
     shape = (1, size[0], size[1], channels) if nhwc else (1, channels, *size)
     example = torch.randn(*shape)
-    kwargs: dict = {"input_names": ["image"], "output_names": ["scores"]}
-    if opset is not None:
-        kwargs["opset_version"] = opset
+    kwargs = _export_names(opset)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dynamo:
@@ -432,9 +439,7 @@ def _export_variant(module, path: Path, size: int, spatial: str, layout: str, ba
         axes[0] = "batch"
     if spatial == "symbolic":
         axes.update({1: "height", 2: "width"} if layout == "NHWC" else {2: "height", 3: "width"})
-    kwargs: dict = {"input_names": ["image"], "output_names": ["scores"]}
-    if opset is not None:
-        kwargs["opset_version"] = opset
+    kwargs = _export_names(opset)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dynamo:
