@@ -42,6 +42,9 @@ METHODS = [
     "onnxruntime inference",
     "dlheatmap grad_cam",
     "dlheatmap guided_grad_cam",
+    "dlheatmap saliency",
+    "dlheatmap torch-engine grad_cam",
+    "dlheatmap torch-engine guided_grad_cam",
     "captum LayerGradCam",
     "captum GuidedGradCam",
     "pytorch-grad-cam GradCAM",
@@ -100,7 +103,13 @@ def _method_call(method: str, model_name: str, path: Path, batch: int, size: int
         model = dl.read_dl_model(path)
         dl.set_dl_model_param(model, "batch_size", batch)
         samples = [{"image": image} for image in images]
-        kind = method.split()[1]
+        kind = method.split()[-1]
+        if kind == "saliency":  # explain's; normalisation as for its maps
+            return lambda: dl.explain(model, images, "saliency", target)
+        if "torch-engine" in method:  # the same heatmap, differentiated by onnx2torch + torch
+            core = getattr(dl.heatmap, kind)
+            fixed = dl.heatmap.fixed_class(target)
+            return lambda: core(model, images, fixed, engine="torch")
         return lambda: dl.gen_dl_model_heatmap(model, samples, kind, target, None)
 
     import torch
@@ -172,25 +181,62 @@ def subprocess_measure(method: str, model: str, path: Path, batch: int, size: in
 
 
 def first_use_and_growth(folder: Path, size: int, growth_calls: int) -> list[str]:
-    """First-use cost (ResNet-50: grad_cam builds its onnxruntime gradient session,
-    guided_grad_cam imports torch and converts the graph) and memory over repeated calls
-    (MobileNetV3)."""
-    code = f"""
-import gc, json, sys, time
+    """First-use cost (ResNet-50: each method builds its onnxruntime gradient session in a
+    fresh process), resident memory after apply + grad_cam + guided_grad_cam against a plain
+    onnxruntime session, and memory over repeated calls (MobileNetV3)."""
+    resnet = str(folder / "resnet50.onnx")
+    first = f"""
+import json, sys, time
 import numpy as np
 sys.path.insert(0, {str(ROOT)!r})
 import dlheatmap as dl
-from dlheatmap.runtime import torch_backend
-out = {{}}
+model = dl.read_dl_model({resnet!r})
 image = [{{"image": np.zeros(({size}, {size}, 3), np.float32)}}]
-model = dl.read_dl_model({str(folder / "resnet50.onnx")!r})
-for label, method in (("grad_cam", "grad_cam"),
-                      ("guided_grad_cam (imports torch, converts the graph)", "guided_grad_cam")):
-    for call in ("first", "second"):
-        t = time.perf_counter(); dl.gen_dl_model_heatmap(model, image, method, [], None)
-        out[f"ResNet-50 {{label}}: {{call}} call, ms"] = (time.perf_counter() - t) * 1000
-t = time.perf_counter(); torch_backend.convert(model.info.model, "benchmark")
-out["ResNet-50 whole-graph ONNX -> torch conversion alone, ms"] = (time.perf_counter() - t) * 1000
+out = {{}}
+for call in ("first", "second"):
+    t = time.perf_counter(); dl.gen_dl_model_heatmap(model, image, sys.argv[1], [], None)
+    out[call] = (time.perf_counter() - t) * 1000
+print(json.dumps(out))
+"""
+    values: dict[str, float] = {}
+    for method in ("grad_cam", "guided_grad_cam"):
+        times = _json_from([sys.executable, "-c", first, method])
+        for call, ms in times.items():
+            values[f"ResNet-50 {method}: {call} call of a fresh process, ms"] = ms
+    values["ResNet-50 first guided_grad_cam / first grad_cam (target <= 1.5)"] = (
+        values["ResNet-50 guided_grad_cam: first call of a fresh process, ms"]
+        / values["ResNet-50 grad_cam: first call of a fresh process, ms"])
+    memory = f"""
+import json, sys
+import numpy as np
+sys.path.insert(0, {str(ROOT)!r})
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+image = np.zeros((1, {size}, {size}, 3), np.float32)
+if sys.argv[1] == "plain":
+    import onnxruntime as ort
+    session = ort.InferenceSession({resnet!r}, providers=["CPUExecutionProvider"])
+    session.run(None, {{"image": image.transpose(0, 3, 1, 2).copy()}})
+else:
+    import dlheatmap as dl
+    model = dl.read_dl_model({resnet!r})
+    samples = [{{"image": image[0]}}]
+    dl.apply_dl_model(model, samples, [])
+    for method in ("grad_cam", "guided_grad_cam"):
+        dl.gen_dl_model_heatmap(model, samples, method, [], None)
+print(json.dumps({{"rss": rss()}}))
+"""
+    plain = _json_from([sys.executable, "-c", memory, "plain"])["rss"]
+    ours = _json_from([sys.executable, "-c", memory, "dlheatmap"])["rss"]
+    values["ResNet-50 plain onnxruntime session after one inference: RSS, MiB"] = plain
+    values["ResNet-50 after apply + grad_cam + guided_grad_cam: RSS, MiB"] = ours
+    values["ResNet-50 RSS ratio (target <= 1.6)"] = ours / plain
+    growth = f"""
+import gc, json, sys
+import numpy as np
+sys.path.insert(0, {str(ROOT)!r})
+import dlheatmap as dl
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 2**20
@@ -198,6 +244,7 @@ model = dl.read_dl_model({str(folder / "mobilenet_v3_large.onnx")!r})
 pixels = np.random.default_rng(1).standard_normal(({size}, {size}, 3))
 sample = {{"image": pixels.astype(np.float32)}}
 calls = {growth_calls}
+out = {{}}
 for method in ("grad_cam", "guided_grad_cam"):
     for i in range(calls):
         dl.gen_dl_model_heatmap(model, sample, method, [], None)
@@ -210,10 +257,33 @@ for method in ("grad_cam", "guided_grad_cam"):
     out[key] = 100 * (late - early) / early
 print(json.dumps(out))
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
-    values = json.loads(done.stdout.strip().splitlines()[-1])
-    return [f"- {key}: {value:.1f}" for key, value in values.items()]
+    values.update(_json_from([sys.executable, "-c", growth]))
+    return [f"- {key}: {value:.2f}" for key, value in values.items()]
+
+
+def _json_from(command: list[str]) -> dict:
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+RATIOS = [
+    # (column, dlheatmap method, the other method)
+    ("grad_cam / ORT inference (target <= 1.10 ResNet-50, <= 1.15 MobileNetV3)",
+     "dlheatmap grad_cam", "onnxruntime inference"),
+    ("guided_grad_cam / ORT inference (target <= 2.5 ResNet-50, <= 3.0 MobileNetV3)",
+     "dlheatmap guided_grad_cam", "onnxruntime inference"),
+    ("saliency / ORT inference (target <= 2.2 ResNet-50)",
+     "dlheatmap saliency", "onnxruntime inference"),
+    ("torch engine: grad_cam / ORT inference",
+     "dlheatmap torch-engine grad_cam", "onnxruntime inference"),
+    ("torch engine: guided_grad_cam / ORT inference",
+     "dlheatmap torch-engine guided_grad_cam", "onnxruntime inference"),
+    ("grad_cam / captum LayerGradCam", "dlheatmap grad_cam", "captum LayerGradCam"),
+    ("grad_cam / pytorch-grad-cam GradCAM", "dlheatmap grad_cam", "pytorch-grad-cam GradCAM"),
+    ("guided / captum GuidedGradCam", "dlheatmap guided_grad_cam", "captum GuidedGradCam"),
+    ("guided / pytorch-grad-cam GradCAM x GuidedBackprop", "dlheatmap guided_grad_cam",
+     "pytorch-grad-cam GradCAM x GuidedBackprop"),
+]
 
 
 def ratio_table(rows: list[dict]) -> list[str]:
@@ -221,20 +291,12 @@ def ratio_table(rows: list[dict]) -> list[str]:
         return next(r["ms"] for r in rows
                     if (r["model"], r["batch"], r["method"]) == (model, batch, method))
 
-    lines = ["| model | batch | grad_cam / ORT inference (target <= 1.25) | "
-             "grad_cam / captum LayerGradCam | grad_cam / pytorch-grad-cam GradCAM | "
-             "guided / captum GuidedGradCam (target <= 0.6) | "
-             "guided / pytorch-grad-cam GradCAM x GuidedBackprop |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | batch | " + " | ".join(column for column, _, _ in RATIOS) + " |",
+             "|---|---|" + "---|" * len(RATIOS)]
     for model, batch in sorted({(r["model"], r["batch"]) for r in rows}):
-        grad = ms(model, batch, "dlheatmap grad_cam")
-        guided = ms(model, batch, "dlheatmap guided_grad_cam")
-        lines.append(
-            f"| {model} | {batch} | {grad / ms(model, batch, 'onnxruntime inference'):.2f} | "
-            f"{grad / ms(model, batch, 'captum LayerGradCam'):.2f} | "
-            f"{grad / ms(model, batch, 'pytorch-grad-cam GradCAM'):.2f} | "
-            f"{guided / ms(model, batch, 'captum GuidedGradCam'):.2f} | "
-            f"{guided / ms(model, batch, METHODS[-1]):.2f} |")
+        cells = [f"{ms(model, batch, ours) / ms(model, batch, other):.2f}"
+                 for _, ours, other in RATIOS]
+        lines.append(f"| {model} | {batch} | " + " | ".join(cells) + " |")
     return lines
 
 

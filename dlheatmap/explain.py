@@ -31,7 +31,7 @@ from dlheatmap.arguments import (
     lookup_layer,
     prepare,
 )
-from dlheatmap.engine import SCORES, Targets, gather
+from dlheatmap.engine import ENGINES, SCORES, EngineUnavailableError, Targets, gather
 from dlheatmap.errors import ErrorCode, HOperatorError, wrong_count, wrong_type, wrong_value
 from dlheatmap.graph import LayerInfo
 from dlheatmap.methods import METHODS, NORMALIZATIONS, Method
@@ -92,6 +92,7 @@ def explain(
     normalize: str | None = None,
     upsample: bool = True,
     eps: float = 0.0,
+    engine: str = "auto",
 ) -> Explanation:
     """Explain a classifier's decisions on a batch of images.
 
@@ -128,6 +129,11 @@ def explain(
         normalising (default); False keeps the layer's resolution.
     eps : float
         Added to the normalisation's divisor (AUCMEDI: 1e-8, eli5: 1e-7).
+    engine : {'auto', 'onnxruntime', 'torch'}
+        Who computes the gradients: 'auto' (default) takes onnxruntime's gradient graph
+        wherever every op on the method's paths has a gradient rule, torch otherwise;
+        'onnxruntime' refuses (1310) where it cannot be used; 'torch' converts the graph with
+        onnx2torch.
 
     Returns
     -------
@@ -142,7 +148,7 @@ def explain(
         type, 1404 wrong number of targets, 7853 a class ID the model does not have;
         1205 layer not a string, 1305 a layer for a method that uses none, 7785 no such node
         or not a spatial layer, 7912 no default layer; 1306 score, 1307 normalize, 1208 upsample,
-        1309 eps out of range.
+        1309 eps out of range; 1310 an unknown engine, or 'onnxruntime' where it cannot serve.
     """
     handle, params, batch = prepare(model, images, OPERATOR)
     chosen = _method(method)
@@ -151,8 +157,14 @@ def explain(
     node = _layer(handle, layer, chosen, params)
     # where the engine computes the map in its graph, it can resize and normalise it too
     head = mode if upsample and eps == 0 else None
-    evidence = gather(handle, batch, chosen.needs, Targets(indices),
-                      node.output if node else None, params, score=score, heatmap_mode=head)
+    if engine not in ENGINES:
+        raise wrong_value(10, f"engine must be one of {ENGINES}, got {engine!r}", OPERATOR)
+    try:
+        evidence = gather(handle, batch, chosen.needs, Targets(indices),
+                          node.output if node else None, params, score=score, engine=engine,
+                          heatmap_mode=head)
+    except EngineUnavailableError as exc:
+        raise wrong_value(10, str(exc), OPERATOR) from None
     maps = chosen.compute(evidence)
     layer_maps = maps if chosen.at_layer_resolution else None
     if evidence.heatmaps is not None:

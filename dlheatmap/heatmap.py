@@ -76,14 +76,17 @@ def grad_cam(
     use_conv_only: bool = True,
     scaling: str = "scale_after_relu",
     params: ModelParams | None = None,
+    engine: str = "auto",
 ) -> HeatmapResult:
-    """Grad-CAM heatmaps [N, H, W] at the images' size, scaled by HALCON's ``scaling``."""
+    """Grad-CAM heatmaps [N, H, W] at the images' size, scaled by HALCON's ``scaling``;
+    ``engine`` as for :func:`dlheatmap.engine.gather`."""
     params = params or model.params
     layer = layer or resolve_layer(model, None, params)
     tensor = layer_tensor(model, layer, use_conv_only)
     mode = HALCON_SCALINGS[scaling]
     method = GradCAM()
-    evidence = gather(model, images, method.needs, choose, tensor, params, heatmap_mode=mode)
+    evidence = gather(model, images, method.needs, choose, tensor, params, engine=engine,
+                      heatmap_mode=mode)
     maps = method.compute(evidence)[:, 0]
     if evidence.heatmaps is not None:  # the engine resized and scaled the map itself
         heat = evidence.heatmaps[:, 0]
@@ -99,13 +102,15 @@ def guided_grad_cam(
     choose: Targets = top_class,
     layer: LayerInfo | None = None,
     params: ModelParams | None = None,
+    engine: str = "auto",
 ) -> HeatmapResult:
     """Guided Grad-CAM images [N, H, W, C]: guided backpropagation times the Grad-CAM map
-    (:class:`~dlheatmap.methods.GuidedGradCAM`)."""
+    (:class:`~dlheatmap.methods.GuidedGradCAM`); ``engine`` as for
+    :func:`dlheatmap.engine.gather`."""
     params = params or model.params
     layer = layer or resolve_layer(model, None, params)
     method = GuidedGradCAM()
-    evidence = gather(model, images, method.needs, choose, layer.output, params)
+    evidence = gather(model, images, method.needs, choose, layer.output, params, engine=engine)
     maps = GradCAM().compute(evidence)
     heat = method.combine(evidence.input_gradients, maps)[:, 0]
     maps = maps[:, 0]

@@ -25,7 +25,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import dlheatmap as dl
 from dlheatmap.spec import load_spec
-from tests import models
+from tests import graphs, models
+from tests.graphs import tensor
 
 Args = dict[str, Any]
 
@@ -65,15 +66,10 @@ def _conv(name: str, x: str, out: str, weight: np.ndarray, pads: int,
                             pads=[pads] * 4)
 
 
-def _tensor(name: str, dims: list, elem_type: int = TensorProto.FLOAT) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, elem_type, dims)
-
-
 def _save(name: str, graph: onnx.GraphProto) -> Path:
     """Write ``graph`` as an ONNX file in the test-model cache (keyed by its content)."""
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="dlheatmap-tests")
-    model.ir_version = 8
+    model = graphs.model_of(graph, OPSET)
+    model.producer_name = "dlheatmap-tests"
     onnx.checker.check_model(model)  # every helper graph is valid ONNX; the odd part is elsewhere
     data = model.SerializeToString()
     path = models.CACHE / f"helper-{name}-{hashlib.sha1(data).hexdigest()[:12]}.onnx"
@@ -114,8 +110,8 @@ def helper_classifier(height: int | str = 8, width: int | str = 8) -> Path:
     """
     inits, nodes = [], []
     _head(_trunk("image", inits, nodes), inits, nodes, "scores")
-    graph = helper.make_graph(nodes, "classifier", [_tensor("image", ["N", 3, height, width])],
-                              [_tensor("scores", ["N", 3])], inits)
+    graph = helper.make_graph(nodes, "classifier", [tensor("image", ["N", 3, height, width])],
+                              [tensor("scores", ["N", 3])], inits)
     return _save(f"classifier-{height}-{width}", graph)
 
 
@@ -129,8 +125,8 @@ def segmentation_path() -> Path:
     inits, nodes = [], []
     rng = np.random.default_rng(3)
     nodes.append(_conv("seg", "image", "mask", _weights(rng, 2, 3, 3, 3), 1, inits))
-    graph = helper.make_graph(nodes, "segmentation", [_tensor("image", ["N", 3, 8, 8])],
-                              [_tensor("mask", ["N", 2, 8, 8])], inits)
+    graph = helper.make_graph(nodes, "segmentation", [tensor("image", ["N", 3, 8, 8])],
+                              [tensor("mask", ["N", 2, 8, 8])], inits)
     return _save("segmentation", graph)
 
 
@@ -139,8 +135,8 @@ def two_inputs_path() -> Path:
     inits, nodes = [], []
     nodes.append(helper.make_node("Add", ["image_a", "image_b"], ["sum"], name="add"))
     _head(_trunk("sum", inits, nodes), inits, nodes, "scores")
-    inputs = [_tensor("image_a", ["N", 3, 8, 8]), _tensor("image_b", ["N", 3, 8, 8])]
-    graph = helper.make_graph(nodes, "two_inputs", inputs, [_tensor("scores", ["N", 3])], inits)
+    inputs = [tensor("image_a", ["N", 3, 8, 8]), tensor("image_b", ["N", 3, 8, 8])]
+    graph = helper.make_graph(nodes, "two_inputs", inputs, [tensor("scores", ["N", 3])], inits)
     return _save("two_inputs", graph)
 
 
@@ -150,8 +146,8 @@ def two_outputs_path() -> Path:
     trunk = _trunk("image", inits, nodes)
     _head(trunk, inits, nodes, "scores_a")
     _head(trunk, inits, nodes, "scores_b")
-    graph = helper.make_graph(nodes, "two_outputs", [_tensor("image", ["N", 3, 8, 8])],
-                              [_tensor("scores_a", ["N", 3]), _tensor("scores_b", ["N", 3])],
+    graph = helper.make_graph(nodes, "two_outputs", [tensor("image", ["N", 3, 8, 8])],
+                              [tensor("scores_a", ["N", 3]), tensor("scores_b", ["N", 3])],
                               inits)
     return _save("two_outputs", graph)
 
@@ -171,8 +167,8 @@ def detection_path() -> Path:
             helper.make_node("Transpose", [f"{out}.flat"], [out], name=f"{out}_transpose",
                              perm=[0, 2, 1]),
         ]
-    graph = helper.make_graph(nodes, "detection", [_tensor("image", ["N", 3, 8, 8])],
-                              [_tensor("boxes", ["N", 64, 4]), _tensor("scores", ["N", 64, 3])],
+    graph = helper.make_graph(nodes, "detection", [tensor("image", ["N", 3, 8, 8])],
+                              [tensor("boxes", ["N", 64, 4]), tensor("scores", ["N", 64, 3])],
                               inits)
     return _save("detection", graph)
 
@@ -188,8 +184,8 @@ def yolo_like_path() -> Path:
         helper.make_node("Reshape", ["pred_map", "pred.shape"], ["pred.flat"], name="reshape"),
         helper.make_node("Transpose", ["pred.flat"], ["pred"], name="transpose", perm=[0, 2, 1]),
     ]
-    graph = helper.make_graph(nodes, "yolo_like", [_tensor("image", ["N", 3, 8, 8])],
-                              [_tensor("pred", ["N", 64, 7])], inits)
+    graph = helper.make_graph(nodes, "yolo_like", [tensor("image", ["N", 3, 8, 8])],
+                              [tensor("pred", ["N", 64, 7])], inits)
     return _save("yolo_like", graph)
 
 
@@ -199,8 +195,8 @@ def integer_input_path() -> Path:
     nodes.append(helper.make_node("Cast", ["ids"], ["image"], name="cast", to=TensorProto.FLOAT))
     _head(_trunk("image", inits, nodes), inits, nodes, "scores")
     graph = helper.make_graph(nodes, "integer_input",
-                              [_tensor("ids", ["N", 3, 8, 8], TensorProto.INT64)],
-                              [_tensor("scores", ["N", 3])], inits)
+                              [tensor("ids", ["N", 3, 8, 8], TensorProto.INT64)],
+                              [tensor("scores", ["N", 3])], inits)
     return _save("integer_input", graph)
 
 
@@ -211,8 +207,8 @@ def no_conv_path() -> Path:
              numpy_helper.from_array(np.zeros(3, np.float32), "fc.b")]
     nodes = [helper.make_node("Flatten", ["image"], ["flat"], name="flatten"),
              helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["scores"], name="fc", transB=1)]
-    graph = helper.make_graph(nodes, "no_conv", [_tensor("image", ["N", 3, 8, 8])],
-                              [_tensor("scores", ["N", 3])], inits)
+    graph = helper.make_graph(nodes, "no_conv", [tensor("image", ["N", 3, 8, 8])],
+                              [tensor("scores", ["N", 3])], inits)
     return _save("no_conv", graph)
 
 
@@ -227,8 +223,8 @@ def conv_1x1_path() -> Path:
     rng = np.random.default_rng(4)
     nodes.append(_conv(CONV_1X1, trunk, "full", _weights(rng, 3, 4, 8, 8), 0, inits))
     nodes.append(helper.make_node("Flatten", ["full"], ["scores"], name="flatten"))
-    graph = helper.make_graph(nodes, "conv_1x1", [_tensor("image", ["N", 3, 8, 8])],
-                              [_tensor("scores", ["N", 3])], inits)
+    graph = helper.make_graph(nodes, "conv_1x1", [tensor("image", ["N", 3, 8, 8])],
+                              [tensor("scores", ["N", 3])], inits)
     return _save("conv_1x1", graph)
 
 
@@ -239,8 +235,8 @@ def unconvertible_path() -> Path:
     trunk = _trunk("image", inits, nodes)
     nodes.append(helper.make_node("Hardmax", [trunk], ["hard"], name="hardmax", axis=1))
     _head("hard", inits, nodes, "scores")
-    graph = helper.make_graph(nodes, "unconvertible", [_tensor("image", ["N", 3, 8, 8])],
-                              [_tensor("scores", ["N", 3])], inits)
+    graph = helper.make_graph(nodes, "unconvertible", [tensor("image", ["N", 3, 8, 8])],
+                              [tensor("scores", ["N", 3])], inits)
     return _save("unconvertible", graph)
 
 
@@ -251,8 +247,8 @@ def unrunnable_path() -> Path:
     rng = np.random.default_rng(2)
     nodes.append(_conv("conv1", "image", "c1", _weights(rng, 4, 5, 3, 3), 1, inits))
     _head("c1", inits, nodes, "scores")
-    graph = helper.make_graph(nodes, "unrunnable", [_tensor("image", ["N", 3, 8, 8])],
-                              [_tensor("scores", ["N", 3])], inits)
+    graph = helper.make_graph(nodes, "unrunnable", [tensor("image", ["N", 3, 8, 8])],
+                              [tensor("scores", ["N", 3])], inits)
     return _save("unrunnable", graph)
 
 
@@ -264,8 +260,8 @@ def nan_weights_path() -> Path:
     (index,) = [i for i, init in enumerate(inits) if init.name == "scores.fc.b"]
     inits[index] = numpy_helper.from_array(np.array([0.0, np.nan, 0.0], np.float32),
                                            "scores.fc.b")
-    graph = helper.make_graph(nodes, "nan_weights", [_tensor("image", ["N", 3, 8, 8])],
-                              [_tensor("scores", ["N", 3])], inits)
+    graph = helper.make_graph(nodes, "nan_weights", [tensor("image", ["N", 3, 8, 8])],
+                              [tensor("scores", ["N", 3])], inits)
     return _save("nan_weights", graph)
 
 
@@ -274,8 +270,8 @@ def declares_seven_classes_path() -> Path:
     onnx.checker does not infer shapes and onnxruntime runs it, returning 3 scores."""
     inits, nodes = [], []
     _head(_trunk("image", inits, nodes), inits, nodes, "scores")
-    graph = helper.make_graph(nodes, "declares_seven", [_tensor("image", ["N", 3, 8, 8])],
-                              [_tensor("scores", ["N", 7])], inits)
+    graph = helper.make_graph(nodes, "declares_seven", [tensor("image", ["N", 3, 8, 8])],
+                              [tensor("scores", ["N", 7])], inits)
     return _save("declares_seven", graph)
 
 
@@ -492,15 +488,15 @@ def _poisoned(image: np.ndarray, value: float) -> np.ndarray:
 
 
 def _no_nodes_model() -> bytes:
-    graph = helper.make_graph([], "empty", [_tensor("image", ["N", 3, 8, 8])],
-                              [_tensor("image", ["N", 3, 8, 8])])
+    graph = helper.make_graph([], "empty", [tensor("image", ["N", 3, 8, 8])],
+                              [tensor("image", ["N", 3, 8, 8])])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]) \
         .SerializeToString()
 
 
 def _unknown_op() -> bytes:
     node = helper.make_node("NoSuchOperator", ["image"], ["scores"], name="mystery")
-    graph = helper.make_graph([node], "unknown_op", [_tensor("image", ["N", 3, 8, 8])],
-                              [_tensor("scores", ["N", 3])])
+    graph = helper.make_graph([node], "unknown_op", [tensor("image", ["N", 3, 8, 8])],
+                              [tensor("scores", ["N", 3])])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]) \
         .SerializeToString()

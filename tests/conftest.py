@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -10,13 +12,18 @@ from tests import models
 
 
 @pytest.fixture(scope="session")
-def tiny_path():
+def tiny_path() -> Path:
+    """The tiny CNN (3 x 32 x 32, 4 classes, dynamic batch): built once, cached on disk.
+
+    Every test that needs the tiny model takes it from here (or from :func:`tiny`); a test
+    that needs several handles, or one shared by a module, reads them from this path.
+    """
     return models.tiny_cnn()
 
 
 @pytest.fixture
-def tiny(tiny_path):
-    """A fresh handle on the tiny CNN (3 x 32 x 32, 4 classes, dynamic batch)."""
+def tiny(tiny_path) -> dl.Model:
+    """A fresh handle on the tiny CNN, free to change."""
     return dl.read_dl_model(tiny_path)
 
 

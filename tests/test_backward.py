@@ -20,7 +20,9 @@ from dlheatmap.engine import Targets
 from dlheatmap.graph.backward import GradientRequest, gradient_model
 from dlheatmap.methods import HALCON_SCALINGS, SCALINGS, GradCAM, normalize, upsample
 from tests.engines import gather_layer, gather_map
-from tests.graphs import CHANNELS, CLASSES, SIZE, Graph
+from tests.graphs import Graph
+
+CHANNELS, SIZE, CLASSES = Graph.CHANNELS, Graph.SIZE, Graph.CLASSES
 
 
 def grad_cam_request(layer: str) -> GradientRequest:

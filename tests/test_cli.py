@@ -19,7 +19,7 @@ from PIL import Image
 
 from dlheatmap import cli
 from dlheatmap.results import heatmap_entry
-from tests import models
+from tests import graphs, models
 
 SIZE = 16
 
@@ -296,18 +296,14 @@ def test_explain_runner_takes_halcons_target_classes(model_path):
 
 
 def test_non_classifier_is_refused(tmp_path, capsys):
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     # One rank-4 output with a spatial size: dlheatmap reads it as a segmentation model.
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["image", "w"], ["scores"], name="conv")], "segmentation",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, SIZE, SIZE])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 2, SIZE, SIZE])],
-        [numpy_helper.from_array(np.ones((2, 1, 1, 1), np.float32), "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(tmp_path / "seg.onnx"))
+    model = graphs.model(
+        [helper.make_node("Conv", ["image", "w"], ["scores"], name="conv")],
+        [graphs.tensor("image", [1, 1, SIZE, SIZE])], [graphs.tensor("scores", [1, 2, SIZE, SIZE])],
+        graphs.initializers({"w": np.ones((2, 1, 1, 1))}), name="segmentation")
+    graphs.save(model, tmp_path / "seg.onnx")
     Image.fromarray(blob_image()).save(tmp_path / "a.png")
     status = run_cli(tmp_path / "seg.onnx", tmp_path / "a.png", "-o", tmp_path / "o")
     assert status == cli.EXIT_BAD_INPUT

@@ -7,6 +7,7 @@ for the same Grad-CAM, and the error codes documented in explain's docstring.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -15,13 +16,15 @@ from dlheatmap.explain import METHODS, Explanation, explain
 from dlheatmap.methods import ScoreCAM
 from tests import models
 from tests.conftest import random_images
+from tests.graphs import Graph
 
 LAYER_METHODS = sorted(name for name, cls in METHODS.items() if cls.uses_layer())
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
-    return dl.read_dl_model(models.tiny_cnn())
+def tiny_model(tiny_path):
+    """One handle for the tests that never change it."""
+    return dl.read_dl_model(tiny_path)
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +73,8 @@ def test_several_targets_equal_separate_calls(tiny_model, images, name):
     np.testing.assert_allclose(single.heatmaps[0, 0], first.heatmaps[1, 0], atol=1e-6)
 
 
-def test_default_target_is_the_top_class(tiny_model, images):
-    session = ort.InferenceSession(str(models.tiny_cnn()), providers=["CPUExecutionProvider"])
+def test_default_target_is_the_top_class(tiny_model, tiny_path, images):
+    session = ort.InferenceSession(str(tiny_path), providers=["CPUExecutionProvider"])
     logits = session.run(None, {"image": images.transpose(0, 3, 1, 2).copy()})[0]
     probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     for name in ("grad_cam", "eigen_cam", "guided_backprop"):
@@ -80,8 +83,8 @@ def test_default_target_is_the_top_class(tiny_model, images):
         np.testing.assert_allclose(result.probabilities, probabilities, atol=1e-5)
 
 
-def test_targets_are_class_ids(images):
-    model = dl.read_dl_model(models.tiny_cnn())
+def test_targets_are_class_ids(tiny, images):
+    model = tiny
     plain = explain(model, images, "grad_cam", targets=[3, 1, 0])
     dl.set_dl_model_param(model, "class_ids", [10, 20, 30, 40])
     by_id = explain(model, images, "grad_cam", targets=[40, 20, 10])
@@ -103,11 +106,11 @@ def test_matches_the_halcon_operator(tiny_model, images):
 
 
 @pytest.mark.parametrize("name", ["grad_cam", "guided_grad_cam", "score_cam", "eigen_cam"])
-def test_batches_and_fixed_batch_graphs_give_the_same_maps(images, name):
+def test_batches_and_fixed_batch_graphs_give_the_same_maps(tiny, images, name):
     """Per-image targets survive batching (batch_size 2 over 3 images) and a graph with a
     fixed batch of 2 (the last batch padded)."""
     targets = [[1, 3], [0, 0], [2, 1]]
-    whole = dl.read_dl_model(models.tiny_cnn())
+    whole = tiny
     dl.set_dl_model_param(whole, "batch_size", 3)
     reference = explain(whole, images, name, targets=targets)
     dl.set_dl_model_param(whole, "batch_size", 2)
@@ -122,8 +125,8 @@ def test_batches_and_fixed_batch_graphs_give_the_same_maps(images, name):
         np.testing.assert_allclose(other.heatmaps, reference.heatmaps, atol=1e-5)
 
 
-def test_a_path_works_like_a_handle(tiny_model, images):
-    by_path = explain(str(models.tiny_cnn()), images, "layer_cam")
+def test_a_path_works_like_a_handle(tiny_model, tiny_path, images):
+    by_path = explain(str(tiny_path), images, "layer_cam")
     by_handle = explain(tiny_model, images, "layer_cam")
     np.testing.assert_allclose(by_path.heatmaps, by_handle.heatmaps, atol=1e-6)
 
@@ -180,8 +183,8 @@ def test_bad_arguments_raise_halcon_codes(tiny_model, images, description, chang
     assert error.value.error_code == code, error.value
 
 
-def test_cleared_handle(images):
-    model = dl.read_dl_model(models.tiny_cnn())
+def test_cleared_handle(tiny, images):
+    model = tiny
     dl.clear_dl_model(model)
     with pytest.raises(dl.HOperatorError) as error:
         explain(model, images, "grad_cam")
@@ -211,3 +214,34 @@ def test_symbolic_sizes_nhwc_and_log_softmax(rng):
         np.testing.assert_allclose([by_id[i] for i in range(4)], probabilities, atol=1e-5)
     for name in ("saliency", "score_cam", "guided_grad_cam"):
         assert explain(model, images, name).heatmaps.shape[:4] == (2, 1, 40, 48)
+
+
+@pytest.mark.parametrize("method", ["grad_cam", "saliency", "guided_grad_cam", "layer_cam"])
+def test_both_engines_give_the_same_explanation(tiny_model, images, method):
+    """engine='onnxruntime' (the gradient graph) and engine='torch' (onnx2torch) compute the
+    same heatmaps, several classes per sample included."""
+    targets = [[0, 1]] * len(images)
+    ours = explain(tiny_model, images, method, targets, engine="onnxruntime", normalize="none")
+    theirs = explain(tiny_model, images, method, targets, engine="torch", normalize="none")
+    np.testing.assert_array_equal(ours.class_ids, theirs.class_ids)
+    peak = np.abs(theirs.heatmaps).max()
+    assert peak > 0
+    np.testing.assert_allclose(ours.heatmaps, theirs.heatmaps, atol=1e-5 * peak, rtol=0)
+
+
+def test_engine_argument_is_checked(tiny_model, images, tmp_path):
+    with pytest.raises(dl.HOperatorError) as info:
+        explain(tiny_model, images, "grad_cam", engine="tensorflow")
+    assert info.value.error_code == 1310
+    # a local response normalisation has no gradient rule: onnxruntime cannot serve it
+    g = Graph()
+    _, act = g.body()
+    lrn = g.node("LRN", [act], size=3)
+    path = tmp_path / "lrn.onnx"
+    onnx.save(g.model(g.pooled_head(lrn, Graph.CHANNELS)), path)
+    size = Graph.SIZE
+    pictures = np.random.default_rng(0).random((2, size, size, 3)).astype(np.float32)
+    with pytest.raises(dl.HOperatorError) as info:
+        explain(path, pictures, "grad_cam", engine="onnxruntime")
+    assert info.value.error_code == 1310 and "LRN" in str(info.value)
+    assert explain(path, pictures, "grad_cam").heatmaps.shape == (2, 1, size, size)

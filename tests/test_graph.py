@@ -7,6 +7,8 @@ spec/decisions.md, and the error codes the issue documents.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -17,8 +19,11 @@ from onnx import TensorProto, helper, numpy_helper
 import dlheatmap as dl
 from dlheatmap.errors import HOperatorError
 from dlheatmap.graph import analyse, load_model, normalise, tail_nodes
-from tests import models, zoo
+from tests import graphs, models, zoo
+from tests.conftest import random_images
 from tests.engines import gather_layer
+from tests.graphs import tensor, weight
+from tests.reference import nchw
 
 OPSET = 17
 
@@ -76,7 +81,7 @@ def torch_grad_cam(module, imgs: np.ndarray, layer) -> np.ndarray:
     dlheatmap."""
     store = {}
     handle = layer.register_forward_hook(lambda _m, _i, out: store.update(act=out))
-    x = torch.from_numpy(imgs.transpose(0, 3, 1, 2).copy())
+    x = nchw(imgs)
     try:
         logits = module(x).reshape(len(imgs), -1)
     finally:
@@ -89,29 +94,6 @@ def torch_grad_cam(module, imgs: np.ndarray, layer) -> np.ndarray:
                                           align_corners=False)[:, 0].relu()
     peak = cam.flatten(1).max(dim=1).values.clamp_min(1e-30)
     return (cam / peak[:, None, None]).numpy()
-
-
-def make_model(nodes, inputs, outputs, initializers=(), opset=OPSET, domains=()):
-    graph = helper.make_graph(nodes, "test", inputs, outputs, list(initializers))
-    opsets = [helper.make_opsetid("", opset), *domains]
-    model = helper.make_model(graph, opset_imports=opsets)
-    model.ir_version = 8
-    return model
-
-
-def save(model: onnx.ModelProto, tmp_path, name: str = "model.onnx"):
-    path = tmp_path / name
-    onnx.save(model, path)
-    return path
-
-
-def weight(name: str, *shape: int, seed: int = 0) -> onnx.TensorProto:
-    rng = np.random.default_rng(seed + len(name))
-    return numpy_helper.from_array(rng.normal(0, 0.4, shape).astype(np.float32), name)
-
-
-def value(name: str, dims, elem=TensorProto.FLOAT) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, elem, dims)
 
 
 def conv_head(x: str, channels: int, classes: int, nodes: list, inits: list) -> str:
@@ -181,12 +163,12 @@ def constant_node_model() -> onnx.ModelProto:
         helper.make_node("Constant", [], ["fc_w"], value=fc_w),
         helper.make_node("MatMul", ["flat", "fc_w"], ["scores"], name="fc"),
     ]
-    return make_model(nodes, [value("image", ["N", 3, 16, 16])], [value("scores", ["N", 4])])
+    return graphs.model(nodes, [tensor("image", ["N", 3, 16, 16])], [tensor("scores", ["N", 4])])
 
 
 def test_constant_nodes_become_initializers(tmp_path):
     original = constant_node_model()
-    path = save(original, tmp_path)
+    path = graphs.save(original, tmp_path / "model.onnx")
     normalised = load_model(path)
     assert [n.op_type for n in normalised.graph.node] == [
         "Conv", "Mul", "Relu", "GlobalAveragePool", "Reshape", "MatMul"]
@@ -206,7 +188,7 @@ def test_constant_nodes_become_initializers(tmp_path):
 def test_constant_that_is_a_graph_output_stays_a_node():
     nodes = [helper.make_node("Constant", [], ["k"], value_float=2.0, name="k_node"),
              helper.make_node("Mul", ["x", "k"], ["y"], name="mul")]
-    model = make_model(nodes, [value("x", [1, 2])], [value("y", [1, 2]), value("k", [])])
+    model = graphs.model(nodes, [tensor("x", [1, 2])], [tensor("y", [1, 2]), tensor("k", [])])
     normalised = normalise(model)
     assert [n.name for n in normalised.graph.node] == ["k_node", "mul"]
     x = np.ones((1, 2), np.float32)
@@ -239,7 +221,7 @@ def test_constant_subgraph_feeding_a_reshape_is_part_of_a_cut():
     ]
     inits = [weight("w", 5, 3, 3, 3), weight("fc_w", 5, 2),
              numpy_helper.from_array(np.array([-1, 5], np.int64), "shape64")]
-    model = make_model(nodes, [value("image", ["N", 3, 8, 8])], [value("scores", ["N", 2])],
+    model = graphs.model(nodes, [tensor("image", ["N", 3, 8, 8])], [tensor("scores", ["N", 2])],
                        inits)
     info = analyse(normalise(model))
     cut, side_inputs = tail_nodes(info, "image", "scores")
@@ -264,8 +246,9 @@ def test_unnamed_and_duplicate_nodes_get_stable_documented_names(tmp_path):
         helper.make_node("Flatten", ["p"], ["scores"], name="conv_1"),
     ]
     inits = [weight("w1", 4, 3, 3, 3), weight("w2", 4, 4, 3, 3), weight("w3", 3, 4, 3, 3)]
-    path = save(make_model(nodes, [value("image", ["N", 3, 8, 8])], [value("scores", ["N", 3])],
-                           inits), tmp_path)
+    proto = graphs.model(nodes, [tensor("image", ["N", 3, 8, 8])], [tensor("scores", ["N", 3])],
+                         inits)
+    path = graphs.save(proto, tmp_path / "model.onnx")
     expected = ["conv_2", "relu_1", "block", "relu_2", "block_1", "relu_3",
                 "globalaveragepool_1", "conv_1"]
     assert [n.name for n in load_model(path).graph.node] == expected
@@ -315,14 +298,14 @@ def tf2onnx_like(normalise_first: bool, perm=(0, 3, 1, 2), dims=("N", 16, 16, 3)
     conv_head("r", 4, 3, nodes, inits)
     nodes.append(helper.make_node("Softmax", ["scores"], ["probs"], name="softmax", axis=-1))
     nodes[-2].output[0] = "scores"
-    return make_model(nodes, [value("input_1:0", list(dims))], [value("probs", ["N", 3])],
+    return graphs.model(nodes, [tensor("input_1:0", list(dims))], [tensor("probs", ["N", 3])],
                       inits, opset=13)
 
 
 @pytest.mark.parametrize("normalise_first", [False, True], ids=["transpose-first",
                                                                   "normalise-then-transpose"])
 def test_tf2onnx_like_nhwc_input_is_detected(tmp_path, normalise_first):
-    path = save(tf2onnx_like(normalise_first), tmp_path)
+    path = graphs.save(tf2onnx_like(normalise_first), tmp_path / "model.onnx")
     model = dl.read_dl_model(path)
     assert dl.get_dl_model_param_s(model, "input_layout") == "NHWC"
     assert model.info.output_kind == "probabilities"
@@ -336,7 +319,7 @@ def test_summary_shapes_follow_each_tensors_layout_in_an_nhwc_graph(tmp_path):
     """Before the Transpose the tensors are N x H x W x C, after it N x C x H x W; 'summary'
     writes width x height x depth for both. The image is 16 wide and 12 high, with 3 channels;
     the convolution has 4 filters and the head 3 classes (tf2onnx_like)."""
-    path = save(tf2onnx_like(True, dims=("N", 12, 16, 3)), tmp_path)
+    path = graphs.save(tf2onnx_like(True, dims=("N", 12, 16, 3)), tmp_path / "model.onnx")
     summary = dl.get_dl_model_param(dl.read_dl_model(path), "summary")
     shapes = {line.split("; ")[1]: line.split("; ")[3] for line in summary[1:]}
     assert shapes == {"sub": "16x12x3", "div": "16x12x3", "transpose": "16x12x3",
@@ -353,7 +336,8 @@ def test_layout_detection_rules():
     for dims, layout in [(["N", 3, 32, 32], "NCHW"), (["N", 32, 32, 3], "NHWC"),
                          (["N", 1, 28, 28], "NCHW"), (["N", "h", "w", 1], "NHWC"),
                          (["N", 3, "h", "w"], "NCHW")]:
-        model = make_model(nodes, [value("x", dims)], [value("y", None)], [weight("w", 2, 3, 1, 1)])
+        model = graphs.model(nodes, [tensor("x", dims)], [tensor("y", None)],
+                             [weight("w", 2, 3, 1, 1)])
         assert analyse(normalise(model)).image_input.layout == layout, dims
 
 
@@ -425,7 +409,7 @@ def test_output_whose_dimensions_the_file_leaves_unknown(tmp_path):
     original = onnx.load(models.variant_cnn(output="4d"))
     for dim in original.graph.output[0].type.tensor_type.shape.dim:
         dim.Clear()
-    path = save(original, tmp_path)
+    path = graphs.save(original, tmp_path / "model.onnx")
     model = dl.read_dl_model(path)
     assert dl.get_dl_model_param_s(model, "type") == "classification"
     assert dl.get_dl_model_param(model, "class_ids") == [0, 1, 2, 3]
@@ -479,8 +463,9 @@ def test_converter_refusing_an_attribute_names_the_node(tmp_path):
     ]
     inits = [weight("w1", 4, 3, 3, 3)]
     conv_head("a", 4, 3, nodes, inits)
-    path = save(make_model(nodes, [value("image", ["N", 3, 8, 8])],
-                           [value("scores", ["N", 3])], inits, opset=19), tmp_path)
+    proto = graphs.model(nodes, [tensor("image", ["N", 3, 8, 8])], [tensor("scores", ["N", 3])],
+                         inits, opset=19)
+    path = graphs.save(proto, tmp_path / "model.onnx")
     model = dl.read_dl_model(path)
     imgs = images(1, 8, 8)
     assert_apply_matches(model, imgs, probabilities_from_file(path, imgs, "NCHW", "logits"))
@@ -500,16 +485,46 @@ def test_graph_onnxruntime_cannot_load_fails_at_read_time(tmp_path):
                               domain="com.example")]
     inits = [weight("w", 4, 3, 3, 3)]
     conv_head("f", 4, 3, nodes, inits)
-    model = make_model(nodes, [value("image", ["N", 3, 8, 8])], [value("scores", ["N", 3])],
+    model = graphs.model(nodes, [tensor("image", ["N", 3, 8, 8])], [tensor("scores", ["N", 3])],
                        inits, domains=[helper.make_opsetid("com.example", 1)])
     with pytest.raises(HOperatorError) as error:
-        dl.read_dl_model(save(model, tmp_path))
+        dl.read_dl_model(graphs.save(model, tmp_path / "model.onnx"))
     assert error.value.error_code == 7801
     message = str(error.value)
     assert "read_dl_model" in message
     assert "Frobnicate" in message and "mystery_node" in message
 
 
+def failing_reshape_cnn(path: Path) -> Path:
+    """conv1 -> Reshape to [N, 4, 7] (node 'bad_reshape') -> ReduceMean -> scores [N, 4]:
+    valid ONNX that cannot run, as conv1 gives 6 x H x W values per image, not 28. Height and
+    width are symbolic in the file, so nothing finds out before the graph runs."""
+    inits = graphs.two_conv_weights(seed=7, conv1_scale=0.3)
+    inits["target_shape"] = np.array([0, graphs.TWO_CONV_CLASSES, 7], np.int64)
+    nodes = [
+        helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], name="conv1",
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["c1", "target_shape"], ["r"], name="bad_reshape"),
+        helper.make_node("ReduceMean", ["r"], ["scores"], name="mean", axes=[2], keepdims=0),
+    ]
+    used = {k: v for k, v in inits.items() if k in ("w1", "b1", "target_shape")}
+    return graphs.two_conv_classifier(nodes, used, path, spatial=("H", "W"))
+
+
+@pytest.mark.parametrize("method", ["grad_cam", "guided_grad_cam"])
+def test_graph_failing_while_it_runs_names_the_node(tmp_path, rng, method):
+    """guided_grad_cam runs the graph in torch only, grad_cam in onnxruntime first: either
+    way the 7801 message names the node that failed."""
+    model = dl.read_dl_model(failing_reshape_cnn(tmp_path / "bad_reshape.onnx"))
+    dl.set_dl_model_param(model, "image_height", 8)
+    dl.set_dl_model_param(model, "image_width", 8)
+    image = random_images(rng, 1, 8, 8, 3)[0]
+    with pytest.raises(dl.HOperatorError) as error:
+        dl.gen_dl_model_heatmap(model, {"image": image}, method, [], None)
+    assert error.value.error_code == 7801
+    message = str(error.value)
+    assert "gen_dl_model_heatmap" in message and "'bad_reshape'" in message, message
+    assert "Reshape" in message  # the op: onnxruntime names it, torch its module OnnxReshape
 # --- op versions onnx2torch 1.5 lacks --------------------------------------------------------
 
 def _one_op(op: str, opset: int, attrs: dict, extra_inputs, outputs: int) -> onnx.ModelProto:
@@ -519,7 +534,7 @@ def _one_op(op: str, opset: int, attrs: dict, extra_inputs, outputs: int) -> onn
     outs = [f"y{i}" for i in range(outputs)]
     node = helper.make_node(op, ["x", *[name for name, _ in extra_inputs]], outs,
                             name=f"{op.lower()}_node", **attrs)
-    return make_model([node], [value("x", [2, 4, 6, 6])],
+    return graphs.model([node], [tensor("x", [2, 4, 6, 6])],
                       [helper.make_empty_tensor_value_info(o) for o in outs], inits, opset=opset)
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import dlheatmap as dl
-from dlheatmap.graph import load_model
 from tests import models, zoo
 from tests.conftest import random_images
 from tests.engines import gather_layer, gather_whole
+from tests.reference import bilinear_resize, captum_layer_map
 
 ARCHITECTURES = [
     # (torchvision name, input size): a ResNet, MobileNets with ReLU6 / HardSwish, a DenseNet
@@ -25,48 +24,6 @@ ARCHITECTURES = [
     ("mobilenet_v3_small", 64),
     ("densenet121", 64),
 ]
-
-
-def reference_module(path):
-    """The ONNX graph converted to torch by onnx2torch itself, with ONNX tensor names.
-
-    onnx2torch 1.5 lacks converters for some ops torch's exporters write at opset 20
-    (AveragePool-19, ...); dlheatmap registers them with onnx2torch (each checked against
-    onnxruntime in tests/test_graph.py). They are registered here explicitly, as dlheatmap
-    may not have converted anything in this process yet.
-    """
-    from dlheatmap.runtime.torch_backend import onnx2torch_api
-
-    convert = onnx2torch_api().convert
-    module = convert(load_model(path), attach_onnx_mapping=True).eval()
-    module.requires_grad_(False)
-    return module
-
-
-def module_producing(module, tensor: str):
-    for child in module.children():
-        mapping = getattr(child, "onnx_mapping", None)
-        if mapping is not None and tensor in mapping.outputs:
-            return child
-    raise LookupError(tensor)
-
-
-def bilinear_resize(maps: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Half-pixel-centre bilinear resize with edge clamping, written out in numpy."""
-    _, h, w = maps.shape
-
-    def axis(out_size, in_size):
-        src = (np.arange(out_size) + 0.5) * in_size / out_size - 0.5
-        src = np.clip(src, 0, in_size - 1)
-        low = np.floor(src).astype(int)
-        high = np.minimum(low + 1, in_size - 1)
-        return low, high, src - low
-
-    r0, r1, fr = axis(height, h)
-    c0, c1, fc = axis(width, w)
-    top = maps[:, r0][:, :, c0] * (1 - fc) + maps[:, r0][:, :, c1] * fc
-    bottom = maps[:, r1][:, :, c0] * (1 - fc) + maps[:, r1][:, :, c1] * fc
-    return top * (1 - fr)[None, :, None] + bottom * fr[None, :, None]
 
 
 def halcon_scaling(maps: np.ndarray, scaling: str) -> np.ndarray:
@@ -92,17 +49,6 @@ def architecture(request):
     return path, size
 
 
-def _captum_layer_map(path, images, layer_tensor, targets):
-    from captum.attr import LayerGradCam
-
-    module = reference_module(path)
-    layer = module_producing(module, layer_tensor)
-    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
-    attribution = LayerGradCam(module, layer).attribute(
-        x, target=torch.from_numpy(targets), relu_attributions=False)
-    return attribution[:, 0].detach().numpy()
-
-
 def test_grad_cam_matches_captum(architecture, rng):
     path, size = architecture
     model = dl.read_dl_model(path)
@@ -112,7 +58,7 @@ def test_grad_cam_matches_captum(architecture, rng):
     results = dl.gen_dl_model_heatmap(model, samples, "grad_cam", [], None)
 
     core = dl.heatmap.grad_cam(model, images)
-    reference = _captum_layer_map(path, images, core.tensor, core.targets)
+    reference = captum_layer_map(path, images, core.tensor, core.targets)
     assert core.layer.name == model.default_target_layer().name
     for ours, theirs in zip(core.layer_maps, reference, strict=True):
         peak = np.abs(theirs).max()
@@ -126,56 +72,6 @@ def test_grad_cam_matches_captum(architecture, rng):
         heat = result["heatmap_grad_cam"][f"heatmap_image_class_{class_id}"]
         assert heat.dtype == np.float32 and heat.shape == (size, size)
         np.testing.assert_allclose(heat, exp, atol=2e-4)
-
-
-@pytest.mark.parametrize("name", ["resnet18", "densenet121", "mobilenet_v3_small"])
-def test_guided_backprop_matches_captum(rng, name):
-    """captum's GuidedBackprop guides the nn.ReLU modules of the directly converted graph.
-
-    ResNet-18 and DenseNet-121 have only ReLUs (DenseNet's pre-activation BatchNorms stay
-    in the graph); MobileNet v3 has ReLUs and HardSwish / HardSigmoid, which neither guides.
-    The zoo's 32-pixel exports (4 classes) are reused: small, and cached on disk anyway.
-    """
-    from captum.attr import GuidedBackprop
-
-    path = models.torchvision_model(name, size=32, num_classes=4)
-    model = dl.read_dl_model(path)
-    images = random_images(rng, 2, 32, 32, 3)
-    target = 3
-    passed = gather_whole(
-        model, images, dl.heatmap.fixed_class(target), None, model.params)
-    module = reference_module(path)
-    assert sum(isinstance(child, torch.nn.ReLU) for child in module.modules()) >= 3
-    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
-    theirs = GuidedBackprop(module).attribute(x, target=target)
-    theirs = theirs.detach().numpy().transpose(0, 2, 3, 1)
-    peak = np.abs(theirs).max()
-    assert peak > 0
-    np.testing.assert_allclose(passed.input_gradients[0], theirs, atol=1e-5 * peak, rtol=0)
-    # the guiding matters here: the plain gradient is another image
-    plain = gather_whole(
-        model, images, dl.heatmap.fixed_class(target), None, model.params, guided=False)
-    assert np.abs(plain.input_gradients[0] - theirs).max() > 1e-2 * peak
-
-
-def test_guided_grad_cam_is_guided_backprop_times_cam(rng):
-    path = models.torchvision_model("resnet18", size=64, num_classes=6)
-    model = dl.read_dl_model(path)
-    images = random_images(rng, 2, 64, 64, 3)
-    results = dl.gen_dl_model_heatmap(model, [{"image": i} for i in images],
-                                      "guided_grad_cam", 3, None)
-    from captum.attr import GuidedBackprop
-
-    module = reference_module(path)
-    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
-    guided = GuidedBackprop(module).attribute(x, target=3).detach().numpy().transpose(0, 2, 3, 1)
-    layer = model.default_target_layer()
-    cam = bilinear_resize(_captum_layer_map(path, images, layer.output, np.array([3, 3])), 64, 64)
-    expected = guided * np.maximum(cam, 0)[..., None]
-    for result, exp, image in zip(results, expected, images, strict=True):
-        out = result["heatmap_guided_grad_cam"]["guided_grad_cam_image_class_3"]
-        assert out.dtype == np.float32 and out.shape == image.shape
-        np.testing.assert_allclose(out, exp, atol=1e-4 * np.abs(exp).max() + 1e-12)
 
 
 @pytest.mark.parametrize("scaling", ["scale_after_relu", "scale_before_relu", "none"])
@@ -200,24 +96,6 @@ def test_all_zero_map_stays_zero():
         for m in (maps, negative):
             out = dl.methods.normalize(m, dl.methods.HALCON_SCALINGS[scaling])
             assert np.isfinite(out).all() and not out.any()
-
-
-def test_use_conv_only_false_takes_the_fused_relu(rng):
-    path = models.torchvision_model("resnet18", size=64, num_classes=6)
-    model = dl.read_dl_model(path)
-    conv = model.info.by_name["/layer4/layer4.1/conv1/Conv"]
-    relu = model.info.fused_activation(conv)
-    assert relu is not None and relu.op_type == "Relu"
-    images = random_images(rng, 1, 64, 64, 3)
-    core = dl.heatmap.grad_cam(model, images, layer=conv, use_conv_only=False)
-    assert core.tensor == relu.output
-    reference = _captum_layer_map(path, images, relu.output, core.targets)
-    np.testing.assert_allclose(core.layer_maps, reference, atol=1e-4 * np.abs(reference).max())
-    # the last convolution of a block is followed by an Add, not a ReLU: the conv itself
-    last = model.default_target_layer()
-    assert model.info.fused_activation(last) is None
-    assert dl.heatmap.grad_cam(model, images, layer=last, use_conv_only=False).tensor == \
-        last.output
 
 
 def test_batches_match_single_samples(tiny, rng):
@@ -397,25 +275,3 @@ def test_heatmaps_point_at_the_evidence():
     assert pointing_score(random_peaks, blobs) <= 0.5
 
 
-def test_guided_backprop_through_relu6(rng):
-    """ReLU6 (Clip(0, 6)) is guided too: compared with backward hooks on the directly
-    converted module's ReLU6 layers, which pass only positive gradients."""
-    path = models.torchvision_model("mobilenet_v2", size=64, num_classes=6)
-    model = dl.read_dl_model(path)
-    images = random_images(rng, 2, 64, 64, 3)
-    passed = gather_whole(
-        model, images, dl.heatmap.fixed_class(2), None, model.params)
-
-    module = reference_module(path)
-    hooked = 0
-    for child in module.modules():
-        if isinstance(child, (torch.nn.ReLU, torch.nn.ReLU6)):
-            child.register_full_backward_hook(lambda m, g_in, g_out: (g_in[0].clamp(min=0),))
-            hooked += 1
-    assert hooked >= 30  # MobileNetV2 has 35 ReLU6
-    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
-    module(x)[:, 2].sum().backward()
-    theirs = x.grad.numpy().transpose(0, 2, 3, 1)
-    peak = np.abs(theirs).max()
-    assert peak > 0
-    np.testing.assert_allclose(passed.input_gradients[0], theirs, atol=1e-5 * peak, rtol=0)

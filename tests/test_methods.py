@@ -20,34 +20,15 @@ import torch
 
 import dlheatmap as dl
 from dlheatmap.explain import explain
-from dlheatmap.graph import load_model
 from dlheatmap.methods import EigenCAM, GradCAM, Saliency, ScoreCAM
 from tests import models
+from tests.reference import bilinear_resize, converted_module, nchw, producing
 
 LAYER = "/7/Conv"  # the tiny CNN's last convolution (16 x 16); its ReLU is "/8/Relu"
 RELU = "/8/Relu"
 
 
 # --- references ----------------------------------------------------------------------------
-
-def torch_module(path):
-    """The ONNX graph converted by onnx2torch itself, ONNX tensor names attached."""
-    from onnx2torch import convert
-
-    return convert(load_model(path), attach_onnx_mapping=True).eval()
-
-
-def producing(module, tensor: str):
-    for child in module.children():
-        mapping = getattr(child, "onnx_mapping", None)
-        if mapping is not None and tensor in mapping.outputs:
-            return child
-    raise LookupError(tensor)
-
-
-def nchw(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-
 
 def layer_grads(module, layer_module, images, targets, score="logit"):
     """Activations A [N, C, h, w] and d score(target) / dA with plain autograd."""
@@ -72,20 +53,6 @@ def input_grads(module, images, targets, score="logit"):
         output = torch.softmax(output, dim=1)
     output.gather(1, torch.from_numpy(targets)[:, None]).sum().backward()
     return x.grad.numpy().transpose(0, 2, 3, 1)
-
-
-def bilinear(maps: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Half-pixel-centre bilinear resize with clamped edges, in numpy."""
-    def axis(out_size, in_size):
-        src = np.clip((np.arange(out_size) + 0.5) * in_size / out_size - 0.5, 0, in_size - 1)
-        low = np.floor(src).astype(int)
-        return low, np.minimum(low + 1, in_size - 1), src - low
-
-    r0, r1, fr = axis(height, maps.shape[-2])
-    c0, c1, fc = axis(width, maps.shape[-1])
-    top = maps[..., r0, :][..., c0] * (1 - fc) + maps[..., r0, :][..., c1] * fc
-    bottom = maps[..., r1, :][..., c0] * (1 - fc) + maps[..., r1, :][..., c1] * fc
-    return top * (1 - fr)[:, None] + bottom * fr[:, None]
 
 
 # --- the papers' formulas, per sample (A: C x h x w, G: C x h x w) -------------------------
@@ -160,12 +127,12 @@ def close_to(ours, theirs, rel=1e-4):
 # --- fixtures --------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tiny_setup():
-    path = models.tiny_cnn()
+def tiny_setup(tiny_path):
+    path = tiny_path
     model = dl.read_dl_model(path)
     images = np.random.default_rng(7).standard_normal((3, 32, 32, 3)).astype(np.float32)
     targets = np.array([0, 2, 3])
-    return path, model, torch_module(path), images, targets
+    return path, model, converted_module(path, frozen=False), images, targets
 
 
 # --- formulas --------------------------------------------------------------------------------
@@ -232,7 +199,7 @@ def test_score_cam_follows_its_paper(tiny_setup, channel_softmax):
                        targets)
     expected = []
     for image, acts, target in zip(images, A, targets, strict=True):
-        masks = bilinear(acts.astype(np.float64), 32, 32)
+        masks = bilinear_resize(acts.astype(np.float64), 32, 32)
         low = masks.min(axis=(1, 2), keepdims=True)
         span = masks.max(axis=(1, 2), keepdims=True) - low
         masks = np.where(span > 0, (masks - low) / np.where(span > 0, span, 1), 0)
@@ -267,7 +234,7 @@ def test_saliency_reduces_the_input_gradient_over_channels(tiny_setup, reduce):
 def test_maps_are_upsampled_then_normalised(tiny_setup, mode):
     _path, model, _module, images, _targets = tiny_setup
     result = explain(model, images, "grad_cam", targets=[[0, 1]] * 3, normalize=mode)
-    up = bilinear(result.layer_maps.astype(np.float64), 32, 32)
+    up = bilinear_resize(result.layer_maps.astype(np.float64), 32, 32)
     for maps, heat in zip(up.reshape(-1, 32, 32), result.heatmaps.reshape(-1, 32, 32),
                           strict=True):
         if mode in ("max", "relu"):
@@ -445,8 +412,8 @@ def test_guided_grad_cam_matches_captum(tiny_setup):
     raw = LayerGradCam(module, layer_module).attribute(x, target=target,
                                                        relu_attributions=False)
     raw = raw[:, 0].detach().numpy().astype(np.float64)
-    relu_first = bilinear(np.maximum(raw, 0), 32, 32)[..., None]
-    relu_last = np.maximum(bilinear(raw, 32, 32), 0)[..., None]
+    relu_first = bilinear_resize(np.maximum(raw, 0), 32, 32)[..., None]
+    relu_last = np.maximum(bilinear_resize(raw, 32, 32), 0)[..., None]
     close_to(theirs, guided * relu_first, rel=1e-5)  # captum is what it says, on all pixels
 
     ours = explain(model, images, "guided_grad_cam", targets=targets).heatmaps[:, 0]

@@ -15,6 +15,7 @@ import torch
 import dlheatmap as dl
 from dlheatmap import metrics
 from tests import models
+from tests.reference import nchw
 
 SIDE = 6
 
@@ -138,7 +139,7 @@ def test_confidence_change_matches_pytorch_grad_cam():
     maps = dl.explain(model, images, "grad_cam").heatmaps[:, 0]
     maps[-1] = rng.random((32, 32))  # some map that may raise the confidence
     change = metrics.confidence_change(model, images, maps)
-    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    x = nchw(images)
     targets = [ClassifierOutputSoftmaxTarget(int(i)) for i in change.class_indices]
     with torch.no_grad():
         drop = DropInConfidence()(x, maps, targets, module)

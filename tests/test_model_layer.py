@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -69,25 +68,6 @@ def test_softmax_output_confidences_are_the_models_own(rng):
     for result, probs in zip(results, own, strict=True):
         np.testing.assert_allclose(sorted(result["classification_confidences"]),
                                    sorted(probs), rtol=1e-6)
-
-
-def test_class_names_from_metadata(tmp_path, tiny_path):
-    proto = onnx.load(tiny_path)
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "class_names", '["good", "scratch", "spot", "dent"]'
-    path = tmp_path / "named.onnx"
-    onnx.save(proto, path)
-    model = dl.read_dl_model(path)
-    assert dl.get_dl_model_param(model, "class_names") == ["good", "scratch", "spot", "dent"]
-
-
-def test_set_class_names_changes_results(tiny, rng):
-    dl.set_dl_model_param(tiny, "class_names", ["a", "b", "c", "d"])
-    dl.set_dl_model_param(tiny, "class_ids", [10, 11, 12, 13])
-    (result,) = dl.apply_dl_model(tiny, {"image": random_images(rng, 1, 32, 32, 3)[0]}, [])
-    names = dict(zip([10, 11, 12, 13], "abcd", strict=True))
-    assert [names[i] for i in result["classification_class_ids"]] == \
-        result["classification_class_names"]
 
 
 def test_summary_lists_every_node(tiny, tiny_path):
@@ -179,63 +159,6 @@ def test_runtime_gpu_falls_back_to_cpu(tiny_path, rng):
         assert c["classification_class_ids"] == b["classification_class_ids"]
         (ha,), (hb,) = a["heatmap_grad_cam"].values(), b["heatmap_grad_cam"].values()
         np.testing.assert_allclose(ha, hb, atol=tolerance)
-
-
-# --- class names from metadata_props ---------------------------------------------------------
-
-def _with_metadata(source, tmp_path, value: str, key: str = "class_names"):
-    proto = onnx.load(source)
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = key, value
-    path = tmp_path / "metadata.onnx"
-    onnx.save(proto, path)
-    return path
-
-
-NAMES = ["good", "scratch", "spot", "dent"]
-
-
-@pytest.mark.parametrize("value", [
-    '["good", "scratch", "spot", "dent"]',
-    "('good', 'scratch', 'spot', 'dent')",
-    '{"3": "dent", "1": "scratch", "0": "good", "2": "spot"}',
-    "{2: 'spot', 0: 'good', 3: 'dent', 1: 'scratch'}",
-    "good, scratch,\nspot, dent",
-], ids=["json-list", "python-tuple", "json-dict", "python-dict", "text"])
-def test_metadata_class_names_in_every_documented_form(tiny_path, tmp_path, value):
-    model = dl.read_dl_model(_with_metadata(tiny_path, tmp_path, value, key="labels"))
-    assert dl.get_dl_model_param(model, "class_names") == NAMES
-
-
-ODD_METADATA = {
-    "unhashable-key": "{[1]: 2}",
-    "mixed-keys": "{0:'a','x':'b',2:'c',3:'d'}",
-    "deep-nesting": "[" * 100000 + "]" * 100000,
-    "nested-names": "[[1], [2], [3], [4]]",
-    "names-as-keys": "{'a': 'w', 'b': 'x', 'c': 'y', 'd': 'z'}",
-    "index-twice": "{0: 'a', '0': 'b', 2: 'c', 3: 'd'}",
-    "none-in-list": "['a', None, 'c', 'd']",
-    "broken-list": "[a, b, c, d",
-}
-
-
-@pytest.mark.parametrize("value", list(ODD_METADATA.values()), ids=list(ODD_METADATA))
-def test_odd_metadata_class_names_fall_back_to_the_class_ids(tiny_path, tmp_path, value):
-    """Unreadable or odd metadata never fails read_dl_model: the names are the IDs."""
-    model = dl.read_dl_model(_with_metadata(tiny_path, tmp_path, value))
-    assert dl.get_dl_model_param(model, "class_names") == ["0", "1", "2", "3"]
-
-
-def test_metadata_dict_of_twelve_classes_is_in_numeric_order(tmp_path):
-    """Keys '0' .. '11' are indices: 'c2' comes before 'c10', whatever the text's order."""
-    names = [f"c{index}" for index in range(12)]
-    source = models.linear_onnx(np.zeros((16, 12), np.float32), tmp_path / "twelve.onnx")
-    backwards = list(reversed(list(enumerate(names))))
-    for text in (json.dumps({str(i): name for i, name in backwards}),
-                 repr({i: name for i, name in backwards}),
-                 repr({f" {i}": name for i, name in backwards})):
-        model = dl.read_dl_model(_with_metadata(source, tmp_path, text))
-        assert dl.get_dl_model_param(model, "class_names") == names, text
 
 
 # --- real and integer parameter values --------------------------------------------------------

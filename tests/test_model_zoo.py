@@ -87,3 +87,45 @@ def test_coverage_table_matches_the_matrix():
         expected = "pass" if case.failure is None else f"HALCON error {case.failure.code}"
         assert row[5].startswith(expected), (case.id, row[5])
         assert re.fullmatch(r"\d+", row[2]), (case.id, row[2])
+
+
+_NO_TORCH = """
+import json, sys
+import numpy as np
+import dlheatmap as dl
+
+for entry in json.loads(sys.argv[1]):
+    model = dl.read_dl_model(entry["path"])
+    if entry["size"]:
+        dl.set_dl_model_param(model, "image_height", entry["size"][0])
+        dl.set_dl_model_param(model, "image_width", entry["size"][1])
+    width, height, channels = dl.get_dl_model_param(model, "image_dimensions")
+    images = np.random.default_rng(0).uniform(-1, 1, (2, height, width, channels))
+    images = images.astype(np.float32)
+    samples = [{"image": image} for image in images]
+    for method in ("grad_cam", "guided_grad_cam"):
+        dl.gen_dl_model_heatmap(model, samples, method, [], None)
+    for method in ("saliency", "guided_backprop", "grad_cam", "grad_cam_plus_plus",
+                   "layer_cam", "guided_grad_cam"):
+        dl.explain(model, images, method, targets=[[0, 1], [1, 0]])
+    dl.explain(model, images, "grad_cam", score="probability")
+    assert "torch" not in sys.modules, entry["path"]
+print("no torch")
+"""
+
+
+@pytest.mark.slow
+def test_onnxruntime_path_never_imports_torch():
+    """Grad-CAM, Guided Grad-CAM and explain's gradient methods (several classes per sample,
+    the probability as the score) on every working zoo architecture and packaged model run on
+    onnxruntime alone: a fresh process that ran them all has not imported torch."""
+    import json
+    import subprocess
+    import sys
+
+    entries = [{"path": str(case.build()), "size": case.size} for case in zoo.CASES
+               if case.failure is None]
+    done = subprocess.run([sys.executable, "-c", _NO_TORCH, json.dumps(entries)],
+                          capture_output=True, text=True, timeout=1500,
+                          cwd=Path(__file__).parents[1])
+    assert done.returncode == 0 and "no torch" in done.stdout, done.stderr[-3000:]

@@ -27,6 +27,7 @@ import torch
 import dlheatmap as dl
 from dlheatmap.methods import GradCAM, Saliency, jet_overlay
 from tests import models
+from tests.reference import nchw
 
 RELU = "/8/Relu"  # the last 4-D layer: the ReLU after the last convolution (module[8])
 
@@ -43,7 +44,7 @@ def exported(softmax: bool):
     probe = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype(np.float32)
     output = dl.apply_dl_model(dl.read_dl_model(path), [{"image": p} for p in probe], [])
     with torch.no_grad():
-        expected = module(to_torch(probe))
+        expected = module(nchw(probe))
     if not softmax:
         expected = torch.softmax(expected, dim=1)
     for result, row in zip(output, expected.numpy(), strict=True):
@@ -53,17 +54,13 @@ def exported(softmax: bool):
     return module, path
 
 
-def to_torch(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-
-
 def conv_output_and_grads(module, image, class_index=None):
     """One image: the last 4-D layer's output (channels last, as Keras) and d output[class] /
     d layer; the class is the top one when not given."""
     store = {}
     hook = module[8].register_forward_hook(lambda m, i, out: store.setdefault("a", out))
     try:
-        preds = module(to_torch(image[None]))
+        preds = module(nchw(image[None]))
     finally:
         hook.remove()
     if class_index is None:
@@ -90,7 +87,7 @@ def test_aucmedi_saliency(images):
     module, path = exported(softmax=True)
     expected = []
     for image, class_index in zip(images, [1, 3, 0], strict=True):
-        x = to_torch(image[None]).requires_grad_(True)
+        x = nchw(image[None]).requires_grad_(True)
         loss = module(x)[:, class_index].sum()
         (gradient,) = torch.autograd.grad(loss, x)
         heatmap = gradient[0].permute(1, 2, 0).numpy().astype(np.float64).max(axis=-1)

@@ -73,7 +73,8 @@ class Outcome:
     layer: str
     seconds_build: float
     seconds_check: float
-    engine: str = "-"  # what differentiates Grad-CAM's tail: 'onnxruntime' or 'torch'
+    # the engine 'auto' takes for grad_cam, guided_grad_cam and saliency
+    engines: tuple[str, str, str] = ("-", "-", "-")
 
 
 ZOO_CLASSES = 4
@@ -300,13 +301,13 @@ def check(case: ZooCase) -> Outcome:
     path = case.build()
     built = time.perf_counter()
     reference = Reference(path)
-    engine = "-"
+    engines = ("-", "-", "-")
     if case.failure is not None:
         layer, shape = check_failure(case, path, reference)
     else:
-        layer, shape, engine = check_working(case, path, reference)
+        layer, shape, engines = check_working(case, path, reference)
     return Outcome(case, reference.opset, shape, layer, built - start,
-                   time.perf_counter() - built, engine)
+                   time.perf_counter() - built, engines)
 
 
 def _open(case: ZooCase, path: Path):
@@ -327,8 +328,9 @@ def _expected_probabilities(reference: Reference, images: np.ndarray, case: ZooC
     return np.exp(log_probabilities(output, case.head))
 
 
-def check_working(case: ZooCase, path: Path, reference: Reference) -> tuple[str, str, str]:
-    """Checks a case that must work; returns (default layer, input shape, Grad-CAM engine)."""
+def check_working(case: ZooCase, path: Path, reference: Reference) -> tuple[str, str, tuple]:
+    """Checks a case that must work; returns (default layer, input shape, the engines of
+    grad_cam, guided_grad_cam and saliency)."""
     model = _open(case, path)
     width, height, channels = dl.get_dl_model_param(model, "image_dimensions")
     assert dl.get_dl_model_param_s(model, "type") == "classification"
@@ -345,8 +347,19 @@ def check_working(case: ZooCase, path: Path, reference: Reference) -> tuple[str,
         f"default layer {model.default_target_layer().name!r}, expected {layer_name!r}")
 
     _check_heatmaps(model, reference, samples, layer_name, (height, width, channels), batch)
-    engine = _check_gradients(model, case, reference, images[:1], layer_name)
-    return layer_name, _shape(model), engine
+    _check_gradients(model, case, reference, images[:1], layer_name)
+    return layer_name, _shape(model), method_engines(model, layer_name)
+
+
+def method_engines(model, layer_name: str) -> tuple[str, str, str]:
+    """The engine 'auto' takes for grad_cam, guided_grad_cam and saliency on ``model``."""
+    from dlheatmap.engine import engine_for
+    from dlheatmap.methods import GradCAM, GuidedGradCAM, Saliency
+
+    layer = model.info.by_name[layer_name].output
+    return (engine_for(model, GradCAM.needs, layer_tensor=layer),
+            engine_for(model, GuidedGradCAM.needs, layer_tensor=layer),
+            engine_for(model, Saliency.needs))
 
 
 def _two_sample_batch(model, reference: Reference) -> int:
@@ -407,10 +420,10 @@ def _check_heatmaps(model, reference: Reference, samples, layer_name, shape, bat
 
 
 def _check_gradients(model, case: ZooCase, reference: Reference, image: np.ndarray,
-                     layer_name: str) -> str:
+                     layer_name: str) -> None:
     """Torch gradients against the torch original (or finite differences); the tail's
     gradients, from torch and from onnxruntime where its gradient rules cover the tail,
-    against the whole graph's. Returns the engine Grad-CAM uses."""
+    against the whole graph's."""
     from dlheatmap.engine import Targets
 
     params = model.params
@@ -441,7 +454,6 @@ def _check_gradients(model, case: ZooCase, reference: Reference, image: np.ndarr
         _compare_with_torch(case.module(), image, full.targets[0], full.input_gradients[:, 0])
     else:
         _compare_with_differences(case, reference, image, full)
-    return "torch" if in_graph is None else "onnxruntime"
 
 
 def _compare_with_torch(module, image: np.ndarray, classes: np.ndarray,
@@ -540,13 +552,14 @@ def coverage_table(outcomes: list[tuple[ZooCase, Outcome | None, str]]) -> str:
         "A combination that cannot work is listed with the HALCON error it raises; the test",
         "checks that it raises exactly that, naming the op and node.",
         "",
-        "Grad-CAM engine: `onnxruntime` where every op after the default layer has a gradient",
-        "rule (dlheatmap/graph/backward/; the gradients are compared with the whole graph's",
-        "in torch), else `torch` (the tail converted with onnx2torch).",
+        "Engines: the one `engine='auto'` takes for each method, `onnxruntime` where every op",
+        "on the method's paths has a gradient rule (dlheatmap/graph/backward/; the gradients",
+        "are compared with the whole graph's in torch and with autograd on the originals in",
+        "tests/test_whole_graph_gradients.py), else `torch` (onnx2torch; the notes say why).",
         "",
         "| Model | Exporter | Opset | Input (W x H x C) | Default target layer | Result | "
-        "Grad-CAM engine | Notes |",
-        "|---|---|---|---|---|---|---|---|",
+        "grad_cam | guided_grad_cam | saliency | Notes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [table_row(case, outcome, result) for case, outcome, result in outcomes]
     lines.append("")
@@ -568,9 +581,9 @@ def table_row(case: ZooCase, outcome: Outcome | None, result: str) -> str:
     note = case.note
     if case.failure is not None:
         note = f"{case.failure.reason}; {note}" if note else case.failure.reason
-    engine = outcome.engine if outcome else "?"
+    engines = " | ".join(outcome.engines if outcome else ("?",) * 3)
     return (f"| {case.model} | {case.exporter} | {opset} | {shape} | {layer} | {result} | "
-            f"{engine} | {note} |")
+            f"{engines} | {note} |")
 
 
 def run_matrix(cases: list[ZooCase]) -> list[tuple[ZooCase, Outcome | None, str]]:

@@ -30,10 +30,15 @@ from dlheatmap.params import ModelParams
 
 ENGINES = ("auto", onnxruntime_engine.NAME, torch_engine.NAME)
 
+
+class EngineUnavailableError(ValueError):
+    """``engine='onnxruntime'`` was asked for where its gradient graph does not apply."""
+
 __all__ = [
     "ENGINES",
     "SCORES",
     "TOP_CLASS",
+    "EngineUnavailableError",
     "Evidence",
     "Needs",
     "Targets",
@@ -75,7 +80,8 @@ def gather(
         The class score differentiated.
     engine : {'auto', 'onnxruntime', 'torch'}
         'auto': onnxruntime where its gradient graph covers the request, torch otherwise.
-        The other two insist; 'onnxruntime' raises ValueError where it cannot be used.
+        The other two insist; 'onnxruntime' raises :class:`EngineUnavailableError` (a
+        ValueError) where it cannot be used.
     heatmap_mode : str, optional
         With ``needs.grad_cam_map``: have the engine also resize the map to the images and
         normalise it (one of ``onnxruntime_engine.HEAD_NORMALIZATIONS``), where it can.
@@ -146,7 +152,7 @@ def _gradient_runner(model, needs, targets, layer_tensor, params, score, engine,
         session, request, reason = _onnxruntime_session(model, needs, targets, layer_tensor,
                                                         params, score)
     if engine == onnxruntime_engine.NAME and session is None:
-        raise ValueError(f"the onnxruntime engine cannot serve this request: {reason}")
+        raise EngineUnavailableError(f"the onnxruntime engine cannot serve this request: {reason}")
     if session is not None:
         mode = heatmap_mode if heatmap_mode in onnxruntime_engine.HEAD_NORMALIZATIONS else None
         return lambda batch, start: onnxruntime_engine.run_batch(

@@ -27,6 +27,7 @@ from dlheatmap.graph import (
     float32_copy,
     fold_constant_dequantize,
     has_float16,
+    is_relu_clip,
     tail_nodes,
 )
 from dlheatmap.runtime.devices import Device
@@ -237,7 +238,7 @@ def _relu_upper_bound(module: nn.Module, clip_type: type) -> float | bool | None
         return None
     if type(module) is nn.ReLU6:
         return 6.0
-    if isinstance(module, clip_type) and module.min_val == 0:
+    if isinstance(module, clip_type) and is_relu_clip(module.min_val):
         return None if module.max_val is None else float(module.max_val)
     return False
 
