@@ -11,6 +11,7 @@ Heatmap methods are looked up in :data:`METHODS`; adding a method is one entry t
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
 import warnings
@@ -234,6 +235,9 @@ def _run(args: argparse.Namespace) -> int:
 
     images = collect_images(args.images, args.recursive, args.glob, args.manifest, args.column)
     config = _config(args)
+    if args.engine == "ray":
+        # Ray Data's notes on its executor mean nothing here; the job has its own bar
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
     preprocess_param(load_model(config), config)  # refuse a bad model or option before work
     show = args.progress
     if show is None:

@@ -132,16 +132,8 @@ class JobStore:
         return sorted(self.parts.glob("part-*.parquet")) if self.parts.is_dir() else []
 
     def write_part(self, rows: list[dict]) -> Path:
-        """One batch's rows as a part file, named after the images it holds."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        path = self.parts / part_name(row["index"] for row in rows)
-        table = pa.Table.from_pylist(rows, schema=schema())
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        pq.write_table(table, temporary)
-        os.replace(temporary, path)
-        return path
+        """One batch's rows as a part file (see :func:`write_part`)."""
+        return write_part(self.out_dir, rows)
 
     def rows(self) -> Iterator[dict]:
         """Every row of the parts on disk (one part in memory at a time)."""
@@ -192,6 +184,19 @@ class JobStore:
                 lines.writelines(json.dumps(json_record(row)) + "\n" for row in rows)
         os.replace(temporary, target)
         return len(seen), errors
+
+
+def write_part(out_dir: Path, rows: list[dict]) -> Path:
+    """One batch's rows as ``parts/part-*.parquet`` in ``out_dir``, named after the images it
+    holds, written under a temporary name and renamed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(out_dir) / PARTS / part_name(row["index"] for row in rows)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema()), temporary)
+    os.replace(temporary, path)
+    return path
 
 
 def part_name(indices: Iterable[int]) -> str:
