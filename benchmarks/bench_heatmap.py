@@ -37,6 +37,7 @@ MODELS = {
     "resnet50": "layer4.2.conv3",
     "mobilenet_v3_large": "features.16.0",
 }
+JOBS_SECTION = "## Heatmap jobs"  # written by benchmarks/bench_jobs.py
 METHODS = [
     "onnxruntime inference",
     "dlheatmap grad_cam",
@@ -289,7 +290,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"Recorded by `./run bench --write` (input {args.size} x {args.size}, "
                   f"{args.repeats} timed runs per method after 2 warm-up runs, random weights, "
                   "CPU).", "", f"Machine: {describe_machine()}", "", ""]
-        (ROOT / "benchmarks" / "RESULTS.md").write_text("\n".join(header) + text + "\n")
+        results = ROOT / "benchmarks" / "RESULTS.md"
+        # the jobs section belongs to bench_jobs.py: keep it
+        jobs = results.read_text().partition(JOBS_SECTION)[2] if results.is_file() else ""
+        kept = f"\n{JOBS_SECTION}{jobs}" if jobs else ""
+        results.write_text("\n".join(header) + text + "\n" + kept)
     return 0
 
 
