@@ -38,6 +38,7 @@ MODELS = {
     "resnet50": "layer4.2.conv3",
     "mobilenet_v3_large": "features.16.0",
 }
+JOBS_SECTION = "## Heatmap jobs"  # written by benchmarks/bench_jobs.py
 METHODS = [
     "onnxruntime inference",
     "dlheatmap grad_cam",
@@ -353,8 +354,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{args.repeats} timed runs per method after 2 warm-up runs, random weights, "
                   "CPU).", "", f"Machine: {describe_machine()}", "", ""]
         path = ROOT / "benchmarks" / "RESULTS.md"
-        kept = section(path, CONFIDENCE_HEADING)  # bench_confidence.py's, recorded apart
-        path.write_text("\n".join(header) + text + "\n" + (f"\n{kept}" if kept else ""))
+        # the sections of bench_confidence.py and bench_jobs.py, recorded apart: kept
+        kept = "".join(f"\n{part}" for part in (section(path, CONFIDENCE_HEADING),
+                                                 section(path, JOBS_SECTION)) if part)
+        path.write_text("\n".join(header) + text + "\n" + kept)
     return 0
 
 

@@ -1,8 +1,9 @@
-"""The ``dlheatmap`` command: heatmap pictures and a results file for image files.
+"""The ``dlheatmap`` command: a heatmap job (:mod:`dlheatmap.jobs`) from the command line.
 
 For each image: read it, preprocess it for the model (HALCON's procedures), compute the
-heatmap (HALCON's gen_dl_model_heatmap), write a picture (the heatmap over the image, or the
-guided heatmap alone, with a legend) and append one JSON line to the results file.
+heatmap (HALCON's gen_dl_model_heatmap or dlheatmap.explain), write a picture (the heatmap
+over the image, or the guided heatmap alone, with a legend) and one results row (Parquet and
+JSON lines), then a browsable report.html; in this process or on a Ray cluster (--engine).
 
 Heatmap methods are looked up in :data:`METHODS`; adding a method is one entry there.
 """
@@ -10,119 +11,23 @@ Heatmap methods are looked up in :data:`METHODS`; adding a method is one entry t
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
+import logging
 import math
-import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
+from dlheatmap.jobs.config import JobConfig, JobError
+from dlheatmap.jobs.methods import HALCON_METHODS, METHODS, Method
 
-from dlheatmap.arguments import one_class_or_none
-from dlheatmap.errors import ErrorCode, HOperatorError
-from dlheatmap.methods import METHODS as ALL_METHODS
-from dlheatmap.results import heatmap_dict, heatmap_entry
-from dlheatmap.spec import operator_spec
+__all__ = ["HALCON_METHODS", "METHODS", "Method", "build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 PROGRESS_THRESHOLD = 10  # show a progress bar from this many images on (on a terminal)
-TOP_CLASSES = 5
-# Codes that concern one sample's image: the other images can still be processed.
-_SAMPLE_CODES = frozenset({1202, 1302, 1402, 7783, 2894, 9001, 9004, 5200, 5217, 5234})
-
-
-# --- heatmap methods -------------------------------------------------------------------------
-
-Runner = Callable[[Any, list[dict], Any, dict], list[dict]]
-
-
-@dataclass(frozen=True)
-class Method:
-    """A heatmap method the command offers.
-
-    ``run(model, samples, target_classes, gen_param)`` returns one result dict per sample in
-    gen_dl_model_heatmap's format: classification results plus one ``'heatmap_*'`` key holding
-    ``{'<...>_class_<ID>': heatmap}``. ``kind`` says how to draw the heatmap: 'map' (H x W in
-    [0, 1], blended over the image) or 'image' (image-shaped, signed, shown alone).
-    """
-
-    name: str
-    kind: str
-    run: Runner
-    help: str
-
-
-def _halcon_method(name: str) -> Runner:
-    def run(model, samples, target_classes, gen_param):
-        from dlheatmap.operators import gen_dl_model_heatmap
-
-        return gen_dl_model_heatmap(model, samples, name, target_classes, gen_param)
-
-    return run
-
-
-def _explain_method(name: str) -> Runner:
-    """A method of :func:`dlheatmap.explain` in gen_dl_model_heatmap's result format.
-
-    'target_conv_layer' is explain's ``layer``: a Conv or the Relu after it for layer
-    methods, refused by explain (1305) for input-gradient methods, which take none. Every
-    other GenParam ('use_conv_only', 'scaling' belong to HALCON's grad_cam) is refused (7911).
-    """
-    def run(model, samples, target_classes, gen_param):
-        from dlheatmap.explain import explain
-        from dlheatmap.operators._args import sorted_results
-
-        unsupported = sorted(set(gen_param) - {"target_conv_layer"})
-        if unsupported:
-            raise HOperatorError(ErrorCode.UNSUPPORTED_GENPARAM,
-                                 f"{unsupported}: the methods of dlheatmap.explain take "
-                                 "only target_conv_layer", "dlheatmap")
-        layer = gen_param.get("target_conv_layer")
-        targets = _one_class_for_all(target_classes)
-        # 4-D even for grey samples (H x W), which a 3-D stack would make ambiguous
-        images = np.stack([np.atleast_3d(sample["image"]) for sample in samples])
-        explained = explain(model, images, name, targets, layer or None)
-        results = sorted_results(explained.probabilities, model.params)
-        for result, heatmaps, class_ids in zip(
-                results, explained.heatmaps, explained.class_ids, strict=True):
-            result.update(heatmap_dict(name, int(class_ids[0]), heatmaps[0]))
-        return results
-
-    return run
-
-
-def _one_class_for_all(target_classes: Any) -> int | None:
-    """gen_dl_model_heatmap's TargetClasses (none, or one class ID for every sample) as
-    explain's targets. A bare int, not [ID]: explain reads a sequence as one ID per image."""
-    return one_class_or_none(target_classes, 4, "dlheatmap")
-
-
-def _help(name: str) -> str:
-    """A method's --help entry, from the methods' registry."""
-    method = ALL_METHODS[name]
-    shown = "shown alone" if method.kind == "image" else "blended over the image"
-    return f"{method.title}, {shown}"
-
-
-def _runner(name: str) -> Runner:
-    return _halcon_method(name) if name in HALCON_METHODS else _explain_method(name)
-
-
-HALCON_METHODS = tuple(operator_spec("gen_dl_model_heatmap").extra["methods"])
-
-# HALCON's own methods first, then the rest of the registry in its order
-METHODS: dict[str, Method] = {
-    name: Method(name, ALL_METHODS[name].kind, _runner(name), _help(name))
-    for name in (*HALCON_METHODS, *(n for n in ALL_METHODS if n not in HALCON_METHODS))
-}
 
 
 def _method_help() -> str:
@@ -149,15 +54,20 @@ original size, with a legend giving the method, class name, ID and confidence.""
 EPILOG = """\
 outputs (in --output):
   <image>_<method>.png  one picture per image
-  results.jsonl         one JSON object per line and image: image, overlay, method, class_id,
-                        class_name, confidence, top_classes, heatmap statistics (max, mean,
-                        area_above_half, peak and centroid in image pixels); failed images get
-                        "error" and "error_code" instead
+  results.parquet       one row per image: image, overlay, method, class_id, class_name,
+                        confidence, target_class, top_classes, heatmap statistics (max, mean,
+                        area_above_half, peak and centroid in image pixels), seconds; failed
+                        images get error and error_code (HALCON's) instead
+  results.jsonl         the same rows as JSON lines
+  report.html           a gallery of the pictures to open in a browser
+  job.json, parts/      the job's settings and its results batch by batch (for --resume)
 
 examples:
   dlheatmap model.onnx photo.jpg
   dlheatmap model.onnx images/ --output heatmaps --class-names good,scratch,dent
   dlheatmap model.onnx images/ --method guided_grad_cam --target-class 2
+  dlheatmap model.onnx --glob 'archive/2026-*/**/*.png' -o shift --resume
+  dlheatmap model.onnx --manifest lot.parquet --column file -o lot --engine ray
   dlheatmap model.onnx a.png --target-conv-layer /layer4/layer4.1/conv2/Conv --scaling none
   dlheatmap model.onnx a.png --normalization constant_values \\
       --mean 123.675,116.28,103.53 --deviation 58.395,57.12,57.375
@@ -166,8 +76,9 @@ exit status:
   0  every image was processed
   1  some images failed (listed on stderr and in the results file); the others were written
   2  bad command line, no images found, an output folder or results file that cannot be
-     created, or the model or an option was refused
-  130 interrupted"""
+     created, an output folder holding another job (without --resume or --overwrite), or
+     the model or an option was refused
+  130 interrupted (the finished batches are kept: --resume continues)"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dlheatmap", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter)
     parser.add_argument("model", type=Path, help="ONNX classification model (.onnx)")
-    parser.add_argument("images", nargs="+", type=Path,
+    parser.add_argument("images", nargs="*", type=Path,
                         help="image files and/or folders of images")
     parser.add_argument("--version", action="version", version=f"dlheatmap {__version__}")
 
@@ -188,8 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder for pictures and results (default: %(default)s)")
     io.add_argument("-r", "--recursive", action="store_true",
                     help="also take images from sub-folders")
+    io.add_argument("--glob", action="append", default=[], metavar="PATTERN",
+                    help="images matching a glob pattern, ** for any depth (repeatable)")
+    io.add_argument("--manifest", action="append", default=[], type=Path, metavar="FILE",
+                    help="images listed in a text file (one path a line) or in a column of a "
+                    ".parquet or .csv file (repeatable)")
+    io.add_argument("--column", default="path", metavar="NAME",
+                    help="the manifest column of paths (default: %(default)s)")
     io.add_argument("--results", type=Path, default=None, metavar="FILE",
-                    help="results file (default: OUTPUT/results.jsonl)")
+                    help="JSON-lines results file (default: OUTPUT/results.jsonl)")
+    io.add_argument("--resume", action="store_true",
+                    help="continue the job in OUTPUT: skip the images it finished")
+    io.add_argument("--overwrite", action="store_true",
+                    help="replace the job in OUTPUT (its results and pictures are deleted)")
     io.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help=f"progress bar (default: on a terminal, from {PROGRESS_THRESHOLD} "
                     "images on)")
@@ -235,6 +157,20 @@ def build_parser() -> argparse.ArgumentParser:
     heat.add_argument("--gen-param", action="append", default=[], metavar="KEY=VALUE",
                       help="any other GenParam entry (repeatable)")
 
+    job = parser.add_argument_group("engine")
+    job.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local: this process (default); ray: Ray Data, one model per actor "
+                     "(pip install 'dlheatmap[ray]')")
+    job.add_argument("--address", default=None, metavar="ADDRESS",
+                     help="Ray cluster to join (e.g. ray://head:10001 or auto; default: a "
+                     "local cluster is started)")
+    job.add_argument("--actors", type=_positive_int, default=None, metavar="N",
+                     help="Ray actors, one model each (default: one per GPU with --runtime "
+                     "gpu, else the cluster's CPUs / --cpus-per-actor)")
+    job.add_argument("--cpus-per-actor", type=_positive_int, default=1, metavar="N",
+                     help="CPUs per Ray actor, which size its onnxruntime and torch threads "
+                     "(default: %(default)s)")
+
     show = parser.add_argument_group("display (HALCON's dev_display_dl_data)")
     show.add_argument("--color-scheme", choices=COLOR_SCHEMES, default="jet",
                       help="heatmap colours (default: %(default)s)")
@@ -272,20 +208,21 @@ def _numbers(text: str) -> list[float]:
 
 # --- running ---------------------------------------------------------------------------------
 
-class UsageError(Exception):
-    """Bad input that stops the whole run (exit status 2)."""
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not (args.images or args.glob or args.manifest):
+        parser.error("no images: give image files or folders, --glob or --manifest")
+    if args.resume and args.overwrite:
+        parser.error("--resume and --overwrite exclude each other")
     # Deprecation notes from inside onnx2torch's converted modules mean nothing to users of
     # the command; dlheatmap's own warnings (GPU fallback, image precision) still show.
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, module=r"onnx2torch\.")
             return _run(args)
-    except UsageError as exc:
+    except JobError as exc:
         print(f"dlheatmap: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
@@ -294,99 +231,46 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dlheatmap.imaging import find_images
+    from dlheatmap.jobs import collect_images, load_model, preprocess_param, run_job
 
-    try:
-        files = find_images(args.images, args.recursive)
-    except FileNotFoundError as exc:
-        raise UsageError(f"no such file or folder: {exc}") from None
-    if not files:
-        raise UsageError("no image files found in " + ", ".join(map(str, args.images)))
-    model = _load_model(args)
-    preprocess_param = _preprocess_param(model, args)
-    method = METHODS[args.method]
-    gen_param = _gen_param(args)
-    out_dir = args.output
-    _make_folder(out_dir, "output folder")
-    results_path = args.results or out_dir / "results.jsonl"
-    writer = _Writer(out_dir, method, args)
-    failures = 0
-    with _open_results(results_path) as results, _progress(files, args) as bar:
-        for batch in _chunks(files, args.batch_size):
-            for record in _process(batch, model, preprocess_param, method, gen_param, args,
-                                   writer):
-                if "error" in record:
-                    failures += 1
-                    _say(bar, f"dlheatmap: warning: {record['image']}: {record['error']}")
-                results.write(json.dumps(record) + "\n")
-                results.flush()
-                bar.update(1)
+    images = collect_images(args.images, args.recursive, args.glob, args.manifest, args.column)
+    config = _config(args)
+    if args.engine == "ray":
+        # Ray Data's notes on its executor mean nothing here; the job has its own bar
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+    preprocess_param(load_model(config), config)  # refuse a bad model or option before work
+    show = args.progress
+    if show is None:
+        show = len(images) >= PROGRESS_THRESHOLD and sys.stderr.isatty() and not args.quiet
+    summary = run_job(
+        config, images, args.output, engine=args.engine, resume=args.resume,
+        overwrite=args.overwrite, jsonl=args.results, progress=show, on_failure=_warn,
+        address=args.address, actors=args.actors, cpus_per_actor=args.cpus_per_actor)
     if not args.quiet:
-        done = len(files) - failures
-        print(f"dlheatmap: {done} of {len(files)} image(s) explained with {method.name}; "
-              f"pictures in {out_dir}/, results in {results_path}")
-    return EXIT_SOME_FAILED if failures else EXIT_OK
+        done = summary.images - summary.failed
+        resumed = f", {summary.skipped} done before" if summary.skipped else ""
+        print(f"dlheatmap: {done} of {summary.images} image(s) explained with {config.method}"
+              f" ({summary.failed} failed{resumed}); {summary.processed} in "
+              f"{summary.seconds:.1f} s, {summary.images_per_second:.2f} images/s\n"
+              f"  pictures in {summary.out_dir}/, results in {summary.results} and "
+              f"{summary.jsonl}, report {summary.report}")
+    return EXIT_SOME_FAILED if summary.failed else EXIT_OK
 
 
-def _make_folder(folder: Path, what: str) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create {what} {folder}: {exc.strerror or exc}") from None
+def _warn(row: dict) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"dlheatmap: warning: {row['image']}: {row['error']}", file=sys.stderr)
 
 
-def _open_results(path: Path):
-    """The results file opened for writing; its folder is created as --output's is. Checked
-    before any image is processed, so a bad path costs no work."""
-    if path.is_dir():
-        raise UsageError(f"--results: {path} is a folder; give a file name")
-    _make_folder(path.parent, "results folder")
-    try:
-        return open(path, "w", encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"--results: cannot write {path}: {exc.strerror or exc}") from None
-
-
-def _load_model(args: argparse.Namespace):
-    from dlheatmap.operators import read_dl_model, set_dl_model_param
-
-    if not args.model.is_file():
-        raise UsageError(f"model file not found: {args.model}")
-    try:
-        model = read_dl_model(args.model)
-    except HOperatorError as exc:
-        raise UsageError(f"cannot read model {args.model}: {exc}") from None
-    if model.info.model_type != "classification":
-        raise UsageError(f"{args.model} is a {model.info.model_type!r} model; dlheatmap "
-                         "explains classification models (one image input, one [batch, "
-                         "classes] output)")
-    settings: list[tuple[str, Any]] = []
-    if args.class_names:
-        settings.append(("class_names", _class_names(args.class_names)))
-    settings.extend(_range_settings(args, model.params.image_range_max))
-    if args.runtime:
-        settings.append(("runtime", args.runtime))
-    for name, value in settings:
-        try:
-            set_dl_model_param(model, name, value)
-        except HOperatorError as exc:
-            raise UsageError(f"--{name.replace('_', '-')}: {exc}") from None
-    # One onnxruntime batch per heatmap call where the graph allows it; a graph with a fixed
-    # batch size refuses (7788) and dlheatmap pads batches itself.
-    with contextlib.suppress(HOperatorError):
-        set_dl_model_param(model, "batch_size", args.batch_size)
-    return model
-
-
-def _range_settings(args: argparse.Namespace, current_max: float) -> list[tuple[str, float]]:
-    """--range-min and --range-max in an order that keeps the minimum below the maximum after
-    each step: a range moved above the current maximum needs its new maximum first."""
-    settings = [(name, value) for name, value in (("image_range_min", args.range_min),
-                                                   ("image_range_max", args.range_max))
-                if value is not None]
-    if args.range_min is not None and args.range_min >= current_max:
-        settings.reverse()
-    return settings
+def _config(args: argparse.Namespace) -> JobConfig:
+    return JobConfig(
+        model=str(args.model), method=args.method,
+        class_names=_class_names(args.class_names) if args.class_names else None,
+        range_min=args.range_min, range_max=args.range_max, runtime=args.runtime,
+        batch_size=args.batch_size, normalization=args.normalization, mean=args.mean,
+        deviation=args.deviation, target_class=args.target_class, gen_param=_gen_param(args),
+        color_scheme=args.color_scheme, legend=not args.no_legend)
 
 
 def _class_names(text: str) -> list[str]:
@@ -394,211 +278,23 @@ def _class_names(text: str) -> list[str]:
         try:
             lines = Path(text[1:]).read_text(encoding="utf-8").splitlines()
         except OSError as exc:
-            raise UsageError(f"--class-names: cannot read {text[1:]}: {exc}") from None
+            raise JobError(f"--class-names: cannot read {text[1:]}: {exc}") from None
         return [line.strip() for line in lines if line.strip()]
     return [name.strip() for name in text.split(",")]
 
 
-def _preprocess_param(model, args: argparse.Namespace) -> dict:
-    from dlheatmap.preprocess import create_dl_preprocess_param_from_model
-
-    extra: dict[str, Any] = {}
-    if args.mean is not None:
-        extra["mean_values_normalization"] = args.mean
-    if args.deviation is not None:
-        extra["deviation_values_normalization"] = args.deviation
-    try:
-        return create_dl_preprocess_param_from_model(
-            model, args.normalization, "full_domain", [], [], extra)
-    except HOperatorError as exc:
-        raise UsageError(f"preprocessing options: {exc}") from None
-
-
 def _gen_param(args: argparse.Namespace) -> dict:
-    gen: dict[str, Any] = {}
+    gen: dict[str, str] = {}
     for item in args.gen_param:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--gen-param takes KEY=VALUE, got {item!r}")
+            raise JobError(f"--gen-param takes KEY=VALUE, got {item!r}")
         gen[key.strip()] = value
     for key in ("target_conv_layer", "use_conv_only", "scaling"):
         value = getattr(args, key)
         if value is not None:
             gen[key] = value
     return gen
-
-
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _progress(files: list[Path], args: argparse.Namespace):
-    from tqdm import tqdm
-
-    show = args.progress
-    if show is None:
-        show = len(files) >= PROGRESS_THRESHOLD and sys.stderr.isatty() and not args.quiet
-    return tqdm(total=len(files), unit="image", desc="dlheatmap", file=sys.stderr,
-                disable=not show, dynamic_ncols=True)
-
-
-def _say(bar, message: str) -> None:
-    bar.write(message, file=sys.stderr)
-
-
-# --- one batch -------------------------------------------------------------------------------
-
-@dataclass
-class _Item:
-    path: Path
-    original: np.ndarray | None = None
-    sample: dict | None = None
-    error: HOperatorError | None = None
-
-
-def _process(files: list[Path], model, preprocess_param: dict, method: Method,
-             gen_param: dict, args: argparse.Namespace, writer: _Writer) -> Iterator[dict]:
-    items = [_prepare(path, preprocess_param) for path in files]
-    ready = [item for item in items if item.error is None]
-    results = _explain(model, ready, method, gen_param, args) if ready else {}
-    for item in items:
-        record = None
-        outcome = results.get(id(item)) if item.error is None else None
-        if isinstance(outcome, HOperatorError):
-            item.error = outcome
-        elif outcome is not None:
-            try:
-                record = writer.write(item, outcome)
-            except HOperatorError as exc:  # the picture could not be written
-                item.error = exc
-        yield record if record is not None else _failure(item)
-
-
-def _prepare(path: Path, preprocess_param: dict) -> _Item:
-    from dlheatmap.imaging import load_image
-    from dlheatmap.preprocess import preprocess_dl_samples
-
-    item = _Item(path)
-    try:
-        item.original = load_image(path)
-        item.sample = {"image": item.original}
-        preprocess_dl_samples([item.sample], preprocess_param)
-    except HOperatorError as exc:
-        item.error = exc
-    return item
-
-
-def _explain(model, items: list[_Item], method: Method, gen_param: dict,
-             args: argparse.Namespace) -> dict[int, Any]:
-    """Results by item id; a batch that fails is retried image by image."""
-    try:
-        results = method.run(model, [item.sample for item in items], _target(args), gen_param)
-        return {id(item): result for item, result in zip(items, results, strict=True)}
-    except HOperatorError as exc:
-        if exc.error_code not in _SAMPLE_CODES:
-            raise UsageError(f"{method.name}: {exc}") from None
-        if len(items) == 1:
-            return {id(items[0]): exc}
-    outcome: dict[int, Any] = {}
-    for item in items:
-        outcome.update(_explain(model, [item], method, gen_param, args))
-    return outcome
-
-
-def _target(args: argparse.Namespace) -> list[int]:
-    return [] if args.target_class is None else [args.target_class]
-
-
-def _failure(item: _Item) -> dict:
-    error = item.error
-    return {"image": os.fspath(item.path), "error": str(error),
-            "error_code": getattr(error, "error_code", None)}
-
-
-class _Writer:
-    """Writes pictures under unique names and builds the result records."""
-
-    def __init__(self, out_dir: Path, method: Method, args: argparse.Namespace):
-        self.out_dir = out_dir
-        self.method = method
-        self.scheme = args.color_scheme
-        self.legend = not args.no_legend
-        self.used: set[str] = set()
-
-    def write(self, item: _Item, result: dict) -> dict:
-        from dlheatmap.display import legend_for, render_heatmap, write_png
-
-        entry = heatmap_entry(result)
-        class_id, heatmap = entry.class_id, entry.image
-        ids = list(result["classification_class_ids"])
-        names = list(result["classification_class_names"])
-        confidences = list(result["classification_confidences"])
-        index = ids.index(class_id)
-        legend = None
-        if self.legend:
-            legend = legend_for(result, entry,
-                                scheme=self.scheme if self.method.kind == "map" else None)
-        picture = render_heatmap(item.original, heatmap, self.method.kind, self.scheme, legend)
-        path = write_png(picture, self._name(item.path))
-        height, width = item.original.shape[:2]
-        return {
-            "image": os.fspath(item.path),
-            "overlay": os.fspath(path),
-            "method": self.method.name,
-            "width": width,
-            "height": height,
-            "class_id": class_id,
-            "class_name": str(names[index]),
-            "confidence": float(confidences[index]),
-            "top_classes": [
-                {"class_id": int(i), "class_name": str(n), "confidence": float(c)}
-                for i, n, c in list(zip(ids, names, confidences, strict=True))[:TOP_CLASSES]],
-            "heatmap": heatmap_statistics(heatmap, self.method.kind, (height, width)),
-        }
-
-    def _name(self, source: Path) -> Path:
-        stem = f"{source.stem}_{self.method.name}"
-        name, counter = stem, 1
-        while name in self.used:
-            counter += 1
-            name = f"{stem}-{counter}"
-        self.used.add(name)
-        return self.out_dir / f"{name}.png"
-
-
-def heatmap_statistics(heatmap: np.ndarray, kind: str, image_size: tuple[int, int]) -> dict:
-    """Summary numbers of a heatmap, positions in the original image's pixels.
-
-    The statistics are taken over a strength map: the heatmap itself for 'map', the sum of
-    absolute values over channels for 'image'. ``area_above_half`` is the fraction of pixels
-    whose strength is at least half the maximum; ``peak`` the strongest pixel and ``centroid``
-    the strength-weighted mean position, as (x, y) in the original image (pixel centres
-    mapped between the sizes); None where the map is all zero.
-    """
-    data = np.asarray(heatmap, np.float64)
-    strength = data if kind == "map" else np.abs(data).reshape(*data.shape[:2], -1).sum(axis=2)
-    strength = np.clip(strength, 0.0, None) if kind == "map" else strength
-    height, width = strength.shape
-    scale_y, scale_x = image_size[0] / height, image_size[1] / width
-    peak_value = float(strength.max())
-    total = float(strength.sum())
-    stats: dict[str, Any] = {
-        "max": peak_value,
-        "mean": float(strength.mean()),
-        "area_above_half": float((strength >= 0.5 * peak_value).mean()) if peak_value > 0 else 0.0,
-        "peak": None,
-        "centroid": None,
-    }
-    if peak_value > 0:
-        row, col = np.unravel_index(int(strength.argmax()), strength.shape)
-        stats["peak"] = {"x": round((col + 0.5) * scale_x - 0.5, 2),
-                         "y": round((row + 0.5) * scale_y - 0.5, 2)}
-        rows, cols = np.mgrid[0:height, 0:width]
-        stats["centroid"] = {
-            "x": round((float((cols * strength).sum()) / total + 0.5) * scale_x - 0.5, 2),
-            "y": round((float((rows * strength).sum()) / total + 0.5) * scale_y - 0.5, 2)}
-    return stats
 
 
 if __name__ == "__main__":

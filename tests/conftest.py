@@ -34,3 +34,16 @@ def rng():
 
 def random_images(rng, count: int, height: int, width: int, channels: int) -> np.ndarray:
     return rng.standard_normal((count, height, width, channels)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster (2 CPUs) for the whole test session; its workers import this
+    checkout's dlheatmap. Skips where Ray is not installed (pip install 'dlheatmap[ray]')."""
+    ray = pytest.importorskip("ray", reason="the Ray engine needs pip install 'dlheatmap[ray]'")
+    from dlheatmap.jobs.ray_engine import worker_env
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env=worker_env())
+    yield ray
+    ray.shutdown()

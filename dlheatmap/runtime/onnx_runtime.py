@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import onnx
 import onnxruntime as ort
 
@@ -22,6 +24,11 @@ def make_session(
     """
     options = ort.SessionOptions()
     options.log_severity_level = 4  # failures surface as HOperatorError, not as log lines
+    # onnxruntime ignores OMP_NUM_THREADS; honour it as torch does, so that a process given
+    # N CPUs (a Ray actor, a container) runs N threads instead of one per core of the node
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        options.intra_op_num_threads = int(threads)
     if not spin:
         # Worker threads busy-wait between ops, which keeps a run fast, and go on busy-waiting
         # after it, which starves the torch threads that compute gradients right after a
