@@ -127,8 +127,8 @@ def class_indices(ids: np.ndarray, params: ModelParams, name: str,
                   operator: str) -> np.ndarray:
     """Output indices of class IDs (any shape); 7853 naming the IDs the model does not have
     (``name``: the argument, for the message)."""
-    index_of = {class_id: index for index, class_id in enumerate(params.class_ids)}
-    unknown = sorted({int(i) for i in np.ravel(ids)} - set(index_of))
+    index_of = params.class_index
+    unknown = sorted({int(i) for i in np.ravel(ids)} - index_of.keys())
     if len(unknown) == 1:
         raise HOperatorError(ErrorCode.WRONG_TARGET_CLASS, f"{name}: class ID "
                              f"{short_repr(unknown[0])} is not in the model's class_ids",

@@ -46,6 +46,11 @@ class ModelParams:
         return (np.array(self.class_ids, dtype=np.int64),
                 np.array(self.class_names, dtype=object))
 
+    @cached_property
+    def class_index(self) -> dict[int, int]:
+        """Output index of each class ID (made once per parameter set)."""
+        return {class_id: index for index, class_id in enumerate(self.class_ids)}
+
 
 def default_params(info: GraphInfo) -> ModelParams:
     """The parameters of a freshly read model, taken from the graph where it says them."""

@@ -135,7 +135,7 @@ class HeatmapWorker:
         return error_row(entry.item, self.method.name, entry.error)
 
     def _success(self, entry: Decoded, result: dict) -> dict:
-        from dlheatmap.display import Legend, render_heatmap
+        from dlheatmap.display import legend_for, render_heatmap
 
         heat = heatmap_entry(result)
         ids = list(result["classification_class_ids"])
@@ -145,7 +145,7 @@ class HeatmapWorker:
         legend = None
         if self.config.legend:
             scheme = self.config.color_scheme if self.method.kind == "map" else None
-            legend = Legend(self.method.name, names[at], heat.class_id, confidences[at], scheme)
+            legend = legend_for(result, heat, scheme=scheme)
         picture = render_heatmap(entry.original, heat.image, self.method.kind,
                                  self.config.color_scheme, legend)
         overlay = self.out_dir / entry.item.overlay
