@@ -11,6 +11,7 @@ Heatmap methods are looked up in :data:`METHODS`; adding a method is one entry t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import sys
@@ -238,7 +239,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         # Ray Data's notes on its executor mean nothing here; the job has its own bar
         logging.getLogger("ray.data").setLevel(logging.ERROR)
-    preprocess_param(load_model(config), config)  # refuse a bad model or option before work
+    model = load_model(config)
+    preprocess_param(model, config)  # refuse a bad model or option before work
+    # batches of the model's batch_size: --batch-size, or the graph's own fixed batch
+    config = dataclasses.replace(config, batch_size=model.params.batch_size)
     show = args.progress
     if show is None:
         show = len(images) >= PROGRESS_THRESHOLD and sys.stderr.isatty() and not args.quiet

@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -120,11 +121,13 @@ class HeatmapActor:
 
 def _size_threads(cpus: int) -> None:
     """onnxruntime (through OMP_NUM_THREADS, see dlheatmap.runtime) and torch use as many
-    threads as the actor has CPUs, so that actors on one node do not oversubscribe it."""
-    import torch
-
+    threads as the actor has CPUs, so that actors on one node do not oversubscribe it. Torch
+    is not imported for that: the onnxruntime engine never needs it, and the torch engine
+    reads OMP_NUM_THREADS when it first imports torch."""
     os.environ["OMP_NUM_THREADS"] = str(cpus)
-    torch.set_num_threads(cpus)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(cpus)
 
 
 def run_ray(config: JobConfig, store: JobStore, items: list[WorkItem], on_rows,
