@@ -15,17 +15,25 @@ from typing import Any
 
 import numpy as np
 
-from dlheatmap.errors import ErrorCode, HOperatorError
+from dlheatmap.errors import (
+    WRONG_COUNT_BASE,
+    WRONG_TYPE_BASE,
+    WRONG_VALUE_BASE,
+    ErrorCode,
+    HOperatorError,
+)
 from dlheatmap.jobs.config import JobConfig, JobError, load_model, preprocess_param
 from dlheatmap.jobs.methods import METHODS, Method
 from dlheatmap.results import heatmap_entry
 
 TOP_CLASSES = 5
 # Codes that concern one sample's image: the other images can still be processed.
-SAMPLE_CODES = frozenset({1202, 1302, 1402, ErrorCode.INPUTS_MISSING, ErrorCode.DICT_KEY_MISSING,
-                          ErrorCode.WRONG_GREY_TYPE, ErrorCode.WRONG_IMAGE_SIZE,
-                          ErrorCode.FILE_NOT_FOUND, ErrorCode.WRONG_PIXEL_TYPE,
-                          ErrorCode.NOT_AN_IMAGE_FILE})
+SAMPLE_CODES = frozenset({
+    # the sample image (parameter 2): wrong type, value or number of values
+    WRONG_TYPE_BASE + 2, WRONG_VALUE_BASE + 2, WRONG_COUNT_BASE + 2,
+    ErrorCode.INPUTS_MISSING, ErrorCode.DICT_KEY_MISSING, ErrorCode.WRONG_GREY_TYPE,
+    ErrorCode.WRONG_IMAGE_SIZE, ErrorCode.FILE_NOT_FOUND, ErrorCode.WRONG_PIXEL_TYPE,
+    ErrorCode.NOT_AN_IMAGE_FILE})
 
 
 @dataclass(frozen=True)
