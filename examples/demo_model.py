@@ -182,6 +182,20 @@ DEMO_FILES = (
 )
 
 
+def example_inputs(argv: list[str], out_dir: str) -> tuple[str, str, str] | None:
+    """(model file, image folder, output folder) of an example script: the three arguments
+    given, or with none the demo model and images made here (under ``out_dir``); None for any
+    other number of arguments."""
+    if len(argv) == 3:
+        model_file, image_dir, out_dir = argv
+        return model_file, image_dir, out_dir
+    if argv:
+        return None
+    model_file = str(demo_model(Path(__file__).with_name("models") / "shapes.onnx"))
+    image_dir = str(write_demo_images(Path(out_dir) / "images")[0].parent)
+    return model_file, image_dir, out_dir
+
+
 def write_demo_images(folder: Path, seed: int = 7, scale: int = 2) -> list[Path]:
     """Write one image per entry of :data:`DEMO_FILES` into ``folder``.
 

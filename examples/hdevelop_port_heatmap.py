@@ -98,17 +98,13 @@ def explain_folder(model_file: str, image_dir: str, out_dir: str) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 3:
-        model_file, image_dir, out_dir = argv
-    elif not argv:  # the demo model and images, made here
-        from demo_model import demo_model, write_demo_images
+    from demo_model import example_inputs
 
-        out_dir = "out/hdevelop_port"
-        model_file = str(demo_model(Path(__file__).with_name("models") / "shapes.onnx"))
-        image_dir = str(write_demo_images(Path(out_dir) / "images")[0].parent)
-    else:
+    inputs = example_inputs(argv, "out/hdevelop_port")
+    if inputs is None:
         print(__doc__, file=sys.stderr)
         return 2
+    model_file, image_dir, out_dir = inputs
     written = explain_folder(model_file, image_dir, out_dir)
     print(f"{len(written)} pictures in {out_dir}/")
     return 0
