@@ -106,7 +106,7 @@ def gather(
     parts = []
     for start, stop, padded in model.batches(len(images), params):
         part = one_batch(pad_batch(images[start:stop], padded), start)
-        parts.append(part.trimmed(stop - start))
+        parts.append(part.trimmed(stop - start) if padded > stop - start else part)
     evidence = Evidence.concatenate(parts)
     if needs.forward:
         evidence.images = images
